@@ -1,0 +1,242 @@
+//! The Redis engine: a stream for durability, pub/sub for fan-out, a sorted set
+//! per chat for the recent window, and Lua scripts to make appends atomic.
+//!
+//! Commands go over one multiplexed [`ConnectionManager`] (concurrent sessions'
+//! commands are pipelined on it and it reconnects by itself); pub/sub uses a few
+//! dedicated connections ([`pubsub::Subscriber`]); the persister's blocking
+//! stream reads use a pool ([`stream::RedisEventLog`]) because a blocking
+//! command would stall a multiplexed connection.
+
+pub mod keys;
+pub mod pubsub;
+pub mod scripts;
+pub mod stream;
+
+use super::template::MessageTemplate;
+use super::{
+    Appended, Broker, BrokerError, Envelope, Inbox, MessageDraft, Participants, SeqWindow,
+};
+use crate::config::RedisSettings;
+use crate::domain::{ChatId, SessionId, UserId};
+use crate::protocol::Message;
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How many recent messages per chat Redis keeps for read-your-writes and resume.
+pub const DEFAULT_RECENT_WINDOW: usize = 500;
+
+/// How long a `client_msg_id` is remembered for idempotent re-sends.
+pub const DEFAULT_IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// The Redis broker engine.
+pub struct RedisBroker {
+    conn: ConnectionManager,
+    timeout: Duration,
+    subscriber: Option<pubsub::Subscriber>,
+    recent_window: usize,
+    idempotency_ttl: Duration,
+}
+
+impl RedisBroker {
+    /// Connects. With an inbox, also starts the subscriber shards (gateways);
+    /// without one, the broker can only publish (persisters).
+    pub async fn connect(
+        settings: &RedisSettings,
+        inbox: Option<Arc<dyn Inbox>>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, BrokerError> {
+        let client = redis::Client::open(settings.url.as_str())
+            .map_err(|e| BrokerError::Unavailable(format!("REDIS_URL: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.timeout))
+            .set_response_timeout(Some(settings.timeout))
+            .set_number_of_retries(2);
+        let conn = with_timeout(
+            settings.timeout,
+            ConnectionManager::new_with_config(client.clone(), config),
+        )
+        .await?;
+        let subscriber = inbox.map(|inbox| {
+            pubsub::Subscriber::start(
+                client,
+                settings.pubsub_connections,
+                settings.timeout,
+                inbox,
+                shutdown,
+            )
+        });
+        Ok(Self {
+            conn,
+            timeout: settings.timeout,
+            subscriber,
+            recent_window: DEFAULT_RECENT_WINDOW,
+            idempotency_ttl: DEFAULT_IDEMPOTENCY_TTL,
+        })
+    }
+
+    fn subscriber(&self) -> Result<&pubsub::Subscriber, BrokerError> {
+        self.subscriber
+            .as_ref()
+            .ok_or_else(|| BrokerError::Protocol("this broker was built without an inbox".into()))
+    }
+}
+
+/// Runs a Redis call under the configured timeout, mapping failures.
+async fn with_timeout<T>(
+    timeout: Duration,
+    fut: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, BrokerError> {
+    with_timeout_for(None, timeout, fut).await
+}
+
+/// Like [`with_timeout`], turning the scripts' `NOSEQ` error into
+/// [`BrokerError::SeqUnknown`] for `chat`.
+async fn with_timeout_for<T>(
+    chat: Option<ChatId>,
+    timeout: Duration,
+    fut: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, BrokerError> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => match chat {
+            Some(chat) if e.to_string().contains("NOSEQ") => Err(BrokerError::SeqUnknown(chat)),
+            _ => Err(BrokerError::Unavailable(e.to_string())),
+        },
+        Err(_) => Err(BrokerError::Unavailable("redis command timed out".into())),
+    }
+}
+
+fn floor_arg(floor: Option<u64>) -> String {
+    floor.map(|f| f.to_string()).unwrap_or_default()
+}
+
+fn decode_message(json: &str) -> Result<Message, BrokerError> {
+    serde_json::from_str(json).map_err(|e| BrokerError::Protocol(format!("stored message: {e}")))
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    async fn append_message(
+        &self,
+        draft: &MessageDraft,
+        participants: &Participants,
+        origin: SessionId,
+        floor_seq: Option<u64>,
+    ) -> Result<Appended, BrokerError> {
+        let template = MessageTemplate::new(draft);
+        let mut invocation = scripts::APPEND_MESSAGE.prepare_invoke();
+        invocation
+            .key(keys::seq(draft.chat_id))
+            .key(keys::recent(draft.chat_id))
+            .key(keys::client_msg(draft.chat_id, &draft.client_msg_id))
+            .key(keys::STREAM)
+            .arg(&template.rest)
+            .arg(floor_arg(floor_seq))
+            .arg(self.recent_window)
+            .arg(self.idempotency_ttl.as_secs())
+            .arg(keys::user_channel(&participants.patient))
+            .arg(keys::user_channel(&participants.doctor))
+            .arg(Envelope::prefix(Some(origin)));
+        let mut conn = self.conn.clone();
+        let (stored, json): (i64, String) = with_timeout_for(
+            Some(draft.chat_id),
+            self.timeout,
+            invocation.invoke_async(&mut conn),
+        )
+        .await?;
+        let message = decode_message(&json)?;
+        Ok(if stored == 1 {
+            Appended::New(message)
+        } else {
+            Appended::Duplicate(message)
+        })
+    }
+
+    async fn append_read(
+        &self,
+        chat_id: ChatId,
+        reader: &UserId,
+        peer: &UserId,
+        up_to_seq: u64,
+        floor_seq: Option<u64>,
+    ) -> Result<u64, BrokerError> {
+        // Ids are restricted to JSON-safe characters by their parsers.
+        let head = format!(
+            "{}{{\"type\":\"read\",\"chat_id\":\"{chat_id}\",\"user_id\":\"{reader}\",\"up_to_seq\":",
+            Envelope::prefix(None)
+        );
+        let mut invocation = scripts::APPEND_READ.prepare_invoke();
+        invocation
+            .key(keys::seq(chat_id))
+            .key(keys::STREAM)
+            .arg(chat_id.to_string())
+            .arg(reader.as_str())
+            .arg(up_to_seq)
+            .arg(floor_arg(floor_seq))
+            .arg(keys::user_channel(peer))
+            .arg(head);
+        let mut conn = self.conn.clone();
+        with_timeout_for(Some(chat_id), self.timeout, invocation.invoke_async::<u64>(&mut conn)).await
+    }
+
+    async fn publish(&self, user: &UserId, envelope: Envelope) -> Result<(), BrokerError> {
+        let mut conn = self.conn.clone();
+        let channel = keys::user_channel(user);
+        let payload = envelope.encode();
+        with_timeout(self.timeout, async move {
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload)
+                .query_async::<i64>(&mut conn)
+                .await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn recent(&self, chat_id: ChatId, window: SeqWindow) -> Result<Vec<Message>, BrokerError> {
+        let key = keys::recent(chat_id);
+        let lo = window.after.map(|a| format!("({a}")).unwrap_or_else(|| "-inf".into());
+        let hi = window.before.map(|b| format!("({b}")).unwrap_or_else(|| "+inf".into());
+        let mut conn = self.conn.clone();
+        let mut cmd = if window.after.is_some() {
+            let mut c = redis::cmd("ZRANGEBYSCORE");
+            c.arg(&key).arg(&lo).arg(&hi);
+            c
+        } else {
+            let mut c = redis::cmd("ZREVRANGEBYSCORE");
+            c.arg(&key).arg(&hi).arg(&lo);
+            c
+        };
+        cmd.arg("LIMIT").arg(0).arg(window.limit);
+        let raw: Vec<String> =
+            with_timeout(self.timeout, async move { cmd.query_async(&mut conn).await }).await?;
+        let mut messages = raw
+            .iter()
+            .map(|j| decode_message(j))
+            .collect::<Result<Vec<_>, _>>()?;
+        messages.sort_by_key(|m| m.seq);
+        Ok(messages)
+    }
+
+    async fn subscribe(&self, user: &UserId) -> Result<(), BrokerError> {
+        self.subscriber()?.subscribe(user).await
+    }
+
+    async fn unsubscribe(&self, user: &UserId) -> Result<(), BrokerError> {
+        self.subscriber()?.unsubscribe(user).await
+    }
+
+    async fn ping(&self) -> Result<(), BrokerError> {
+        let mut conn = self.conn.clone();
+        with_timeout(self.timeout, async move {
+            redis::cmd("PING").query_async::<String>(&mut conn).await
+        })
+        .await
+        .map(|_| ())
+    }
+}

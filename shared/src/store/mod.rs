@@ -1,0 +1,71 @@
+//! The store: the chat registry, message history and unread counters.
+//!
+//! The gateway reads it (chat membership, listings, history); the persister
+//! writes it (messages, counters); chat creation writes the registry directly.
+//! MongoDB is the production engine ([`mongo::MongoStore`]); an embedded one
+//! serves standalone mode. Every write is a single-document operation that is
+//! safe to repeat, because the engines do not all isolate transactions.
+
+pub mod mongo;
+mod record;
+
+use crate::broker::SeqWindow;
+use crate::domain::{ChatId, Role, UserId};
+use crate::protocol::Message;
+use async_trait::async_trait;
+pub use record::{ChatRecord, ChatUpsert, CounterUpdate, NewChat};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store is unreachable or timed out.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A document could not be read (a bug, or a foreign writer).
+    #[error("store data error: {0}")]
+    Corrupt(String),
+}
+
+/// The storage interface.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates indexes and anything else the engine needs; idempotent.
+    async fn prepare(&self) -> Result<(), StoreError>;
+
+    /// Whether the store answers now.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Creates the chat of a (patient, doctor) pair, or adds the appointment to
+    /// the existing one. Safe to repeat and to race.
+    async fn upsert_chat(&self, new: &NewChat) -> Result<ChatUpsert, StoreError>;
+
+    /// One chat.
+    async fn chat(&self, id: ChatId) -> Result<Option<ChatRecord>, StoreError>;
+
+    /// Every chat in which `user` takes part in `role`.
+    async fn chats_of(&self, user: &UserId, role: Role) -> Result<Vec<ChatRecord>, StoreError>;
+
+    /// Stored messages of a chat in a window, ascending by `seq`.
+    async fn messages(&self, chat: ChatId, window: SeqWindow) -> Result<Vec<Message>, StoreError>;
+
+    /// Inserts messages, ignoring ones already stored (same id or same
+    /// `(chat_id, seq)`); returns how many were new.
+    async fn insert_messages(&self, messages: &[Message]) -> Result<usize, StoreError>;
+
+    /// How many messages `sender` wrote in `chat` with `seq` above `above_seq`.
+    async fn count_messages_from(
+        &self,
+        chat: ChatId,
+        sender: &UserId,
+        above_seq: u64,
+    ) -> Result<u64, StoreError>;
+
+    /// Applies `update` if the chat's revision is still `expected_rev`
+    /// (optimistic concurrency); returns whether it was applied.
+    async fn update_counters(
+        &self,
+        chat: ChatId,
+        expected_rev: u64,
+        update: &CounterUpdate,
+    ) -> Result<bool, StoreError>;
+}
