@@ -1,0 +1,211 @@
+//! Test support: real servers, started per test on free ports, killed on drop.
+//!
+//! - [`RedisServer`]: a `redis-server` child process (Debian package) that a
+//!   test can kill and restart on the same port to inject faults;
+//! - [`MongoServer`]: `MONGODB_URL` when set (a real MongoDB), otherwise a
+//!   `nx-27017` child process (MongoDB wire protocol over SQLite) from the
+//!   project's virtualenv (`.venv`, or `NX27017_BIN`).
+//!
+//! Nothing here depends on anything left running by hand.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on loopback")
+}
+
+fn wait_for_port(port: u16, within: Duration, what: &str) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what} did not listen on port {port} within {within:?}");
+}
+
+fn kill(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// A `redis-server` child process.
+pub struct RedisServer {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    aof: bool,
+}
+
+impl RedisServer {
+    /// Starts one without persistence.
+    pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// Starts one; with `aof`, every write is fsynced before the reply
+    /// (`appendfsync always`), which is what makes "ack means durable" true.
+    pub fn start_with(aof: bool) -> Self {
+        let mut s = Self {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+            aof,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--save")
+            .arg("")
+            .arg("--protected-mode")
+            .arg("no")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if self.aof {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            cmd.args(["--appendonly", "no"]);
+        }
+        let child = cmd
+            .spawn()
+            .expect("redis-server not found: run scripts/test.sh, which installs it");
+        self.child = Some(child);
+        wait_for_port(self.port, Duration::from_secs(10), "redis-server");
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server (SIGKILL): connections drop, unsaved data is lost.
+    pub fn kill(&mut self) {
+        kill(&mut self.child);
+    }
+
+    /// Starts it again on the same port (and data directory).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A MongoDB to test against.
+pub struct MongoServer {
+    url: String,
+    db: String,
+    child: Option<Child>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn nx_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("NX27017_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    root.join(".venv/bin/nx-27017")
+}
+
+fn unique_db_name() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "chat_test_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+impl MongoServer {
+    /// `MONGODB_URL` with a fresh database name, or a new nx-27017 process.
+    pub fn start() -> Self {
+        if let Ok(url) = std::env::var("MONGODB_URL") {
+            if !url.trim().is_empty() {
+                return Self {
+                    url,
+                    db: unique_db_name(),
+                    child: None,
+                    _dir: None,
+                };
+            }
+        }
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let bin = nx_binary();
+        let child = Command::new(&bin)
+            .arg("--host")
+            .arg("127.0.0.1")
+            .arg("-p")
+            .arg(port.to_string())
+            .arg("--data-dir")
+            .arg(dir.path())
+            .arg("--log-file")
+            .arg(dir.path().join("nx.log"))
+            .arg("--pid-file")
+            .arg(dir.path().join("nx.pid"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} ({e}): run scripts/test.sh, which installs nx-27017, or set MONGODB_URL",
+                    bin.display()
+                )
+            });
+        wait_for_port(port, Duration::from_secs(30), "nx-27017");
+        Self {
+            url: format!("mongodb://127.0.0.1:{port}/?directConnection=true"),
+            db: unique_db_name(),
+            child: Some(child),
+            _dir: Some(dir),
+        }
+    }
+
+    /// Connection string.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A database name unique to this test.
+    pub fn db(&self) -> &str {
+        &self.db
+    }
+}
+
+impl Drop for MongoServer {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+    }
+}
