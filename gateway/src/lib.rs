@@ -1,1 +1,28 @@
-//! placeholder
+//! The chat gateway: a stateless actix-web node holding WebSocket sessions and
+//! serving the REST API. Any number of them run behind a load balancer; they
+//! meet only through the broker (Redis) and the store (MongoDB).
+//!
+//! # Layout
+//!
+//! - [`configuration`]: flags/environment, validated once into [`configuration::Settings`];
+//! - [`startup`]: builds the engines, the shared state and the HTTP server;
+//! - [`routes`]: thin HTTP handlers (REST, health, metrics, the `/ws` upgrade);
+//! - [`authn`]: bearer-token extraction and role gates (401/403 before any work);
+//! - [`access`]: who may touch which chat — the one place access is decided;
+//! - [`service`]: the operations behind both REST and WebSocket (send, read,
+//!   history, chats, unread), written against the broker and store traits;
+//! - [`session`]: one WebSocket connection — read loop, frame handlers, bounded outbound queue;
+//! - [`hub`]: this node's users and their sessions; fans broker deliveries out;
+//! - [`metrics`]: Prometheus metrics;
+//! - [`error`]: the REST error type and its JSON form.
+
+pub mod access;
+pub mod authn;
+pub mod configuration;
+pub mod error;
+pub mod hub;
+pub mod metrics;
+pub mod routes;
+pub mod service;
+pub mod session;
+pub mod startup;

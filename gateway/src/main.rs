@@ -1,1 +1,42 @@
-fn main() {}
+//! `chat-gateway`: see the crate documentation.
+
+use chat_gateway::configuration::Args;
+use chat_gateway::startup::Application;
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    chat_shared::telemetry::init("info");
+    let settings = match args.validate() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("chat-gateway: configuration error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let addr = settings.addr;
+    let node = settings.node_id.clone();
+    let shutdown = CancellationToken::new();
+    let app = match Application::build(settings, shutdown.clone()).await {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("chat-gateway: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(%addr, port = app.port(), %node, "chat-gateway listening");
+    tokio::spawn(async move {
+        chat_shared::telemetry::shutdown_signal().await;
+        tracing::info!("shutdown signal received");
+        shutdown.cancel();
+    });
+    match app.run_until_stopped().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chat-gateway: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,20 @@
-//! placeholder
+//! The persister: consumes the durable event stream and writes messages, chats'
+//! counters and read marks to the store, idempotently, then tells users their
+//! new unread counts.
+//!
+//! # Layout
+//!
+//! - [`apply`]: the batch logic — insert messages, recompute counters per chat
+//!   with optimistic concurrency; written against the `Store` trait only;
+//! - [`worker`]: the loop — read a batch, apply, acknowledge, publish `unread`;
+//!   back-off and cancellation;
+//! - [`metrics`]: Prometheus metrics of the loop;
+//! - [`configuration`]: flags/environment, validated once;
+//! - [`startup`]: wires engines, the worker and the small HTTP server
+//!   (`/healthz`, `/readyz`, `/metrics`).
+
+pub mod apply;
+pub mod configuration;
+pub mod metrics;
+pub mod startup;
+pub mod worker;

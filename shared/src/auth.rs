@@ -233,7 +233,10 @@ mod tests {
         let payload = format!(r#"{{"sub":"p1","role":"patient","exp":{exp}}}"#);
         let payload = URL_SAFE_NO_PAD.encode(payload.as_bytes());
         let token = format!("{header}.{payload}.");
-        assert!(matches!(verifier().verify(&token), Err(AuthError::Invalid(_))));
+        assert!(matches!(
+            verifier().verify(&token),
+            Err(AuthError::Invalid(_))
+        ));
     }
 
     #[test]

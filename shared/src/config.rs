@@ -57,7 +57,10 @@ pub struct AuthSettings {
 
 impl AuthArgs {
     /// Validates; `dev_fallback` is the generated secret `--dev` may use when none is set.
-    pub fn validate(&self, dev_fallback: Option<SecretString>) -> Result<AuthSettings, ConfigError> {
+    pub fn validate(
+        &self,
+        dev_fallback: Option<SecretString>,
+    ) -> Result<AuthSettings, ConfigError> {
         let (source, var) = match (&self.jwt_public_key_file, &self.jwt_secret) {
             (Some(path), _) => {
                 let pem = std::fs::read(path).map_err(|e| {
@@ -65,7 +68,10 @@ impl AuthArgs {
                 })?;
                 (KeySource::PublicKeyPem(pem), "JWT_PUBLIC_KEY_FILE")
             }
-            (None, Some(secret)) => (KeySource::Secret(SecretString::from(secret.clone())), "JWT_SECRET"),
+            (None, Some(secret)) => (
+                KeySource::Secret(SecretString::from(secret.clone())),
+                "JWT_SECRET",
+            ),
             (None, None) => match dev_fallback {
                 Some(s) => (KeySource::Secret(s), "JWT_SECRET"),
                 None => {
@@ -123,7 +129,10 @@ impl RedisArgs {
             return Err(ConfigError::new("REDIS_TIMEOUT_MS", "must be positive"));
         }
         if !(1..=64).contains(&self.redis_pubsub_connections) {
-            return Err(ConfigError::new("REDIS_PUBSUB_CONNECTIONS", "must be 1..=64"));
+            return Err(ConfigError::new(
+                "REDIS_PUBSUB_CONNECTIONS",
+                "must be 1..=64",
+            ));
         }
         Ok(Some(RedisSettings {
             url: url.clone(),
@@ -183,7 +192,10 @@ pub fn node_id(explicit: Option<&str>) -> Result<String, ConfigError> {
         None => gethostname::gethostname().to_string_lossy().into_owned(),
     };
     if id.is_empty() || id.len() > 128 || id.chars().any(char::is_control) {
-        return Err(ConfigError::new("NODE_ID", "must be 1–128 printable characters"));
+        return Err(ConfigError::new(
+            "NODE_ID",
+            "must be 1–128 printable characters",
+        ));
     }
     Ok(id)
 }
@@ -207,7 +219,10 @@ mod tests {
             jwt_public_key_file: Some("/nonexistent/key.pem".into()),
             ..Default::default()
         };
-        assert_eq!(args.validate(None).err().unwrap().var, "JWT_PUBLIC_KEY_FILE");
+        assert_eq!(
+            args.validate(None).err().unwrap().var,
+            "JWT_PUBLIC_KEY_FILE"
+        );
     }
 
     #[test]

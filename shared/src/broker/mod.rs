@@ -123,6 +123,12 @@ pub struct SeqWindow {
 pub trait Inbox: Send + Sync + 'static {
     /// One event for one user.
     fn deliver(&self, user: &UserId, envelope: Envelope);
+    /// Whether `user` still has sessions here. Checked by the engine just before
+    /// it unsubscribes, so a quick disconnect/reconnect cannot race an
+    /// unsubscribe past a fresh subscribe.
+    fn wants(&self, _user: &UserId) -> bool {
+        false
+    }
     /// The subscription was lost and re-established: events in between may be
     /// missing, so sessions should be told to `sync`.
     fn resubscribed(&self) {}
@@ -161,7 +167,8 @@ pub trait Broker: Send + Sync + 'static {
     async fn publish(&self, user: &UserId, envelope: Envelope) -> Result<(), BrokerError>;
 
     /// Messages of `chat_id` still in the recent window, ascending.
-    async fn recent(&self, chat_id: ChatId, window: SeqWindow) -> Result<Vec<Message>, BrokerError>;
+    async fn recent(&self, chat_id: ChatId, window: SeqWindow)
+        -> Result<Vec<Message>, BrokerError>;
 
     /// Starts delivering `user`'s events to this node's inbox.
     async fn subscribe(&self, user: &UserId) -> Result<(), BrokerError>;
@@ -178,7 +185,11 @@ pub trait Broker: Send + Sync + 'static {
 pub trait EventLog: Send + Sync + 'static {
     /// Entries this consumer received before but never acknowledged (after a crash),
     /// then new ones; waits up to `block` when there are none.
-    async fn read_batch(&self, max: usize, block: Duration) -> Result<Vec<StreamEntry>, BrokerError>;
+    async fn read_batch(
+        &self,
+        max: usize,
+        block: Duration,
+    ) -> Result<Vec<StreamEntry>, BrokerError>;
 
     /// Marks entries as persisted.
     async fn ack(&self, ids: &[String]) -> Result<(), BrokerError>;

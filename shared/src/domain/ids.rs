@@ -23,10 +23,16 @@ pub struct IdError {
 
 fn check_token(field: &'static str, s: &str, max: usize) -> Result<(), IdError> {
     if s.is_empty() {
-        return Err(IdError { field, reason: "must not be empty" });
+        return Err(IdError {
+            field,
+            reason: "must not be empty",
+        });
     }
     if s.len() > max {
-        return Err(IdError { field, reason: "too long" });
+        return Err(IdError {
+            field,
+            reason: "too long",
+        });
     }
     if !s
         .bytes()

@@ -79,7 +79,10 @@ mod tests {
     fn formats_with_milliseconds_and_z() {
         let t = Timestamp::from_millis(1_764_155_777_123);
         assert_eq!(t.to_rfc3339(), "2025-11-26T11:16:17.123Z");
-        assert_eq!(Timestamp::from_millis(0).to_rfc3339(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            Timestamp::from_millis(0).to_rfc3339(),
+            "1970-01-01T00:00:00.000Z"
+        );
     }
 
     #[test]

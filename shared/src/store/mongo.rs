@@ -15,7 +15,7 @@ use crate::protocol::Message;
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Bson, DateTime, Document};
-use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
+use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -92,7 +92,8 @@ impl MessageDoc {
             seq: u64::try_from(self.seq).map_err(|e| corrupt("message seq", e))?,
             id: MessageId::parse(&self.id).map_err(|e| corrupt("message _id", e))?,
             chat_id: ChatId::parse(&self.chat_id).map_err(|e| corrupt("message chat_id", e))?,
-            sender_id: UserId::parse(self.sender_id).map_err(|e| corrupt("message sender_id", e))?,
+            sender_id: UserId::parse(self.sender_id)
+                .map_err(|e| corrupt("message sender_id", e))?,
             sender_role: self.sender_role,
             body: self.body,
             client_msg_id: ClientMsgId::parse(self.client_msg_id)
@@ -114,7 +115,8 @@ impl ChatDoc {
     fn into_record(self) -> Result<ChatRecord, StoreError> {
         Ok(ChatRecord {
             id: ChatId::parse(&self.id).map_err(|e| corrupt("chat _id", e))?,
-            patient_id: UserId::parse(self.patient_id).map_err(|e| corrupt("chat patient_id", e))?,
+            patient_id: UserId::parse(self.patient_id)
+                .map_err(|e| corrupt("chat patient_id", e))?,
             doctor_id: UserId::parse(self.doctor_id).map_err(|e| corrupt("chat doctor_id", e))?,
             patient_name: self.patient_name,
             doctor_name: self.doctor_name,
@@ -125,7 +127,10 @@ impl ChatDoc {
                 .collect::<Result<_, _>>()
                 .map_err(|e| corrupt("chat appointment_ids", e))?,
             created_at: Timestamp::from_millis(self.created_at.timestamp_millis()),
-            last_message: self.last_message.map(MessageDoc::into_message).transpose()?,
+            last_message: self
+                .last_message
+                .map(MessageDoc::into_message)
+                .transpose()?,
             last_seq: self.last_seq.max(0) as u64,
             unread: counts(self.unread),
             read_seq: counts(self.read_seq),
@@ -172,7 +177,11 @@ impl MongoStore {
         }
     }
 
-    async fn find_pair(&self, patient: &UserId, doctor: &UserId) -> Result<Option<ChatRecord>, StoreError> {
+    async fn find_pair(
+        &self,
+        patient: &UserId,
+        doctor: &UserId,
+    ) -> Result<Option<ChatRecord>, StoreError> {
         self.timed(
             "find chat",
             self.chats_coll()
@@ -257,23 +266,29 @@ impl Store for MongoStore {
         if !set.is_empty() {
             update.insert("$set", set);
         }
-        let filter = doc! {"patient_id": new.patient_id.as_str(), "doctor_id": new.doctor_id.as_str()};
-        // Two racing creations of the same pair: one insert wins the unique
-        // index, the other fails with a duplicate key and simply retries as an update.
+        let filter =
+            doc! {"patient_id": new.patient_id.as_str(), "doctor_id": new.doctor_id.as_str()};
+        // An upserting `update` (not `findAndModify`: nx-27017 ignores
+        // `$setOnInsert` and `$addToSet` when `findAndModify` inserts). The
+        // server's own answer says what happened: `upserted` = created,
+        // `nModified` = 0 for a no-op (appointment already in the set, same
+        // names) = unchanged. Two racing creations of the same pair: one insert
+        // wins the unique index, the other fails with a duplicate key and
+        // simply retries as an update.
         let mut attempt = 0;
-        let before = loop {
+        let result = loop {
             attempt += 1;
             let r = tokio::time::timeout(
                 self.timeout * 2,
                 self.chats_coll()
-                    .find_one_and_update(filter.clone(), update.clone())
+                    .update_one(filter.clone(), update.clone())
                     .upsert(true)
-                    .return_document(ReturnDocument::Before),
+                    .into_future(),
             )
             .await
             .map_err(|_| StoreError::Unavailable("upsert chat: timed out".into()))?;
             match r {
-                Ok(before) => break before,
+                Ok(result) => break result,
                 Err(e) if is_duplicate_key(&e) && attempt < 3 => continue,
                 Err(e) => return Err(StoreError::Unavailable(format!("upsert chat: {e}"))),
             }
@@ -282,19 +297,12 @@ impl Store for MongoStore {
             .find_pair(&new.patient_id, &new.doctor_id)
             .await?
             .ok_or_else(|| StoreError::Corrupt("chat vanished after upsert".into()))?;
-        Ok(match before {
-            None => ChatUpsert::Created(after),
-            Some(b) => {
-                let b = b.into_record()?;
-                if b.appointment_ids == after.appointment_ids
-                    && b.patient_name == after.patient_name
-                    && b.doctor_name == after.doctor_name
-                {
-                    ChatUpsert::Unchanged(after)
-                } else {
-                    ChatUpsert::Updated(after)
-                }
-            }
+        Ok(if result.upserted_id.is_some() {
+            ChatUpsert::Created(after)
+        } else if result.modified_count > 0 {
+            ChatUpsert::Updated(after)
+        } else {
+            ChatUpsert::Unchanged(after)
         })
     }
 

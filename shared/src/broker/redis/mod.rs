@@ -180,7 +180,12 @@ impl Broker for RedisBroker {
             .arg(keys::user_channel(peer))
             .arg(head);
         let mut conn = self.conn.clone();
-        with_timeout_for(Some(chat_id), self.timeout, invocation.invoke_async::<u64>(&mut conn)).await
+        with_timeout_for(
+            Some(chat_id),
+            self.timeout,
+            invocation.invoke_async::<u64>(&mut conn),
+        )
+        .await
     }
 
     async fn publish(&self, user: &UserId, envelope: Envelope) -> Result<(), BrokerError> {
@@ -198,10 +203,20 @@ impl Broker for RedisBroker {
         .map(|_| ())
     }
 
-    async fn recent(&self, chat_id: ChatId, window: SeqWindow) -> Result<Vec<Message>, BrokerError> {
+    async fn recent(
+        &self,
+        chat_id: ChatId,
+        window: SeqWindow,
+    ) -> Result<Vec<Message>, BrokerError> {
         let key = keys::recent(chat_id);
-        let lo = window.after.map(|a| format!("({a}")).unwrap_or_else(|| "-inf".into());
-        let hi = window.before.map(|b| format!("({b}")).unwrap_or_else(|| "+inf".into());
+        let lo = window
+            .after
+            .map(|a| format!("({a}"))
+            .unwrap_or_else(|| "-inf".into());
+        let hi = window
+            .before
+            .map(|b| format!("({b}"))
+            .unwrap_or_else(|| "+inf".into());
         let mut conn = self.conn.clone();
         let mut cmd = if window.after.is_some() {
             let mut c = redis::cmd("ZRANGEBYSCORE");
@@ -214,7 +229,11 @@ impl Broker for RedisBroker {
         };
         cmd.arg("LIMIT").arg(0).arg(window.limit);
         let raw: Vec<String> =
-            with_timeout(self.timeout, async move { cmd.query_async(&mut conn).await }).await?;
+            with_timeout(
+                self.timeout,
+                async move { cmd.query_async(&mut conn).await },
+            )
+            .await?;
         let mut messages = raw
             .iter()
             .map(|j| decode_message(j))

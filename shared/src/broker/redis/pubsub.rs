@@ -13,7 +13,7 @@ use crate::broker::{BrokerError, Envelope, Inbox};
 use crate::domain::UserId;
 use futures_util::StreamExt;
 use std::collections::HashSet;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -65,9 +65,7 @@ impl Subscriber {
     }
 
     fn shard_of(&self, channel: &str) -> &mpsc::Sender<Command> {
-        let mut h = self.hasher.build_hasher();
-        channel.hash(&mut h);
-        &self.shards[(h.finish() % self.shards.len() as u64) as usize]
+        &self.shards[(self.hasher.hash_one(channel) % self.shards.len() as u64) as usize]
     }
 
     /// Subscribes to `user`'s channel; returns once Redis confirmed (or the
@@ -152,7 +150,11 @@ async fn run_shard(
         };
         backoff = Duration::from_millis(50);
         if !first {
-            tracing::info!(shard = index, channels = channels.len(), "pub/sub reconnected");
+            tracing::info!(
+                shard = index,
+                channels = channels.len(),
+                "pub/sub reconnected"
+            );
             inbox.resubscribed();
         }
         first = false;
@@ -171,6 +173,9 @@ async fn run_shard(
                         });
                     }
                     Some(Command::Unsubscribe(c)) => {
+                        if keys::user_of_channel(&c).is_some_and(|u| inbox.wants(&u)) {
+                            continue;
+                        }
                         channels.remove(&c);
                         if let Ok(Err(e)) = tokio::time::timeout(timeout, sink.unsubscribe(&c)).await {
                             tracing::debug!(shard = index, error = %e, "unsubscribe failed");

@@ -98,7 +98,11 @@ pub fn decode(entry: &StreamId) -> Result<StreamEvent, String> {
 
 #[async_trait]
 impl EventLog for RedisEventLog {
-    async fn read_batch(&self, max: usize, block: Duration) -> Result<Vec<StreamEntry>, BrokerError> {
+    async fn read_batch(
+        &self,
+        max: usize,
+        block: Duration,
+    ) -> Result<Vec<StreamEntry>, BrokerError> {
         let cursor = self.pending_cursor.lock().ok().and_then(|c| c.clone());
         let pending = cursor.is_some();
         let mut cmd = redis::cmd("XREADGROUP");
@@ -159,7 +163,8 @@ impl EventLog for RedisEventLog {
         )
         .await
         .map_err(|_| BrokerError::Unavailable("XACK timed out".into()))?;
-        r.map(|_| ()).map_err(|e| BrokerError::Unavailable(e.to_string()))
+        r.map(|_| ())
+            .map_err(|e| BrokerError::Unavailable(e.to_string()))
     }
 
     fn replay_pending(&self) {

@@ -1,0 +1,129 @@
+//! The gateway's configuration: environment variables of the contract (flags
+//! mirror them), validated once into [`Settings`].
+
+use chat_shared::config::{
+    node_id, AuthArgs, AuthSettings, ConfigError, MongoArgs, MongoSettings, RedisArgs,
+    RedisSettings,
+};
+use chat_shared::domain::DEFAULT_MAX_MESSAGE_CHARS;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Command line and environment.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(
+    name = "chat-gateway",
+    version,
+    about = "WebSocket + REST chat gateway node"
+)]
+pub struct Args {
+    /// Listen address.
+    #[arg(long, env = "GATEWAY_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// Redis (cluster mode when set).
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// MongoDB (history and chat registry in cluster mode).
+    #[command(flatten)]
+    pub mongo: MongoArgs,
+    /// Token verification.
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    /// Embedded store directory (standalone mode).
+    #[arg(long, env = "DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Comma-separated origins allowed for CORS and WebSocket upgrades.
+    #[arg(long, env = "ALLOWED_ORIGINS")]
+    pub allowed_origins: Option<String>,
+    /// This node's name (default: host name).
+    #[arg(long, env = "NODE_ID")]
+    pub node_id: Option<String>,
+    /// Longest message body, in characters.
+    #[arg(long, env = "MAX_MESSAGE_CHARS", default_value_t = DEFAULT_MAX_MESSAGE_CHARS)]
+    pub max_message_chars: usize,
+    /// Outbound frames queued per session before it counts as a slow consumer
+    /// and is disconnected with 1013.
+    #[arg(long, env = "SESSION_QUEUE", default_value_t = 256)]
+    pub session_queue: usize,
+    /// Timeout of each MongoDB operation, in milliseconds.
+    #[arg(long, env = "MONGODB_TIMEOUT_MS", default_value_t = 5000)]
+    pub mongodb_timeout_ms: u64,
+}
+
+/// Validated settings.
+#[derive(Clone)]
+pub struct Settings {
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// Redis.
+    pub redis: RedisSettings,
+    /// MongoDB.
+    pub mongo: MongoSettings,
+    /// MongoDB operation timeout.
+    pub mongo_timeout: Duration,
+    /// Token verification.
+    pub auth: AuthSettings,
+    /// Allowed origins; empty means any.
+    pub allowed_origins: Vec<String>,
+    /// Node name.
+    pub node_id: String,
+    /// `MAX_MESSAGE_CHARS`.
+    pub max_message_chars: usize,
+    /// `SESSION_QUEUE`.
+    pub session_queue: usize,
+}
+
+impl Args {
+    /// Validates everything, naming the first bad variable.
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
+        let redis = self.redis.validate()?.ok_or_else(|| {
+            ConfigError::new(
+                "REDIS_URL",
+                "required (standalone mode without Redis is not available in this build)",
+            )
+        })?;
+        let mongo = self
+            .mongo
+            .validate()?
+            .ok_or_else(|| ConfigError::new("MONGODB_URL", "required in cluster mode"))?;
+        let auth = self.auth.validate(None)?;
+        if !(1..=100_000).contains(&self.max_message_chars) {
+            return Err(ConfigError::new("MAX_MESSAGE_CHARS", "must be 1..=100000"));
+        }
+        if !(8..=65_536).contains(&self.session_queue) {
+            return Err(ConfigError::new("SESSION_QUEUE", "must be 8..=65536"));
+        }
+        if self.mongodb_timeout_ms == 0 {
+            return Err(ConfigError::new("MONGODB_TIMEOUT_MS", "must be positive"));
+        }
+        let allowed_origins = self
+            .allowed_origins
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(|o| o.trim().trim_end_matches('/').to_owned())
+            .filter(|o| !o.is_empty())
+            .collect::<Vec<_>>();
+        if let Some(bad) = allowed_origins
+            .iter()
+            .find(|o| !(o.starts_with("http://") || o.starts_with("https://")))
+        {
+            return Err(ConfigError::new(
+                "ALLOWED_ORIGINS",
+                format!("{bad:?} is not an http(s) origin"),
+            ));
+        }
+        Ok(Settings {
+            addr: self.addr,
+            redis,
+            mongo,
+            mongo_timeout: Duration::from_millis(self.mongodb_timeout_ms),
+            auth,
+            allowed_origins,
+            node_id: node_id(self.node_id.as_deref())?,
+            max_message_chars: self.max_message_chars,
+            session_queue: self.session_queue,
+        })
+    }
+}

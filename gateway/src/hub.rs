@@ -1,0 +1,178 @@
+//! This node's users and their sessions.
+//!
+//! The hub is the broker's [`Inbox`]: every event published to a user held here
+//! arrives once (one subscription per user per node, however many devices) and
+//! is copied — as shared bytes, never re-serialized — into each of that user's
+//! session queues. Queues are bounded; a full queue marks the session as a slow
+//! consumer, which then closes with 1013 instead of making the node buffer
+//! without bound (guarantee 7). The hub never blocks the broker's reader.
+
+use crate::metrics::GatewayMetrics;
+use bytestring::ByteString;
+use chat_shared::broker::{Envelope, Inbox};
+use chat_shared::domain::{SessionId, UserId};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What the hub keeps per session.
+#[derive(Clone)]
+pub struct SessionHandle {
+    /// The session.
+    pub id: SessionId,
+    /// Its outbound queue (frame JSON).
+    pub outbound: mpsc::Sender<ByteString>,
+    /// Cancelled when the queue overflowed: the session must close with 1013.
+    pub slow: CancellationToken,
+}
+
+/// This node's sessions by user.
+pub struct Hub {
+    // A std mutex: held for a few pointer copies, never across an await.
+    users: Mutex<HashMap<UserId, Vec<SessionHandle>>>,
+    metrics: GatewayMetrics,
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new(metrics: GatewayMetrics) -> Self {
+        Self {
+            users: Mutex::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    fn users(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, Vec<SessionHandle>>> {
+        // A poisoned lock only means another thread panicked mid-update of a
+        // Vec push/retain; the map itself is still consistent enough to serve.
+        self.users.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a session; returns true if it is the user's first on this node.
+    pub fn register(&self, user: &UserId, handle: SessionHandle) -> bool {
+        let mut users = self.users();
+        let sessions = users.entry(user.clone()).or_default();
+        sessions.push(handle);
+        sessions.len() == 1
+    }
+
+    /// Removes a session; returns true if it was the user's last on this node.
+    pub fn unregister(&self, user: &UserId, session: SessionId) -> bool {
+        let mut users = self.users();
+        let Some(sessions) = users.get_mut(user) else {
+            return false;
+        };
+        sessions.retain(|s| s.id != session);
+        if sessions.is_empty() {
+            users.remove(user);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether `user` has a session on this node.
+    pub fn is_local(&self, user: &UserId) -> bool {
+        self.users().contains_key(user)
+    }
+
+    /// Number of users with at least one session here.
+    pub fn user_count(&self) -> usize {
+        self.users().len()
+    }
+
+    /// Queues `frame` for every session of `user` except `skip`.
+    pub fn send_to_user(&self, user: &UserId, skip: Option<SessionId>, frame: &ByteString) {
+        let users = self.users();
+        let Some(sessions) = users.get(user) else {
+            return;
+        };
+        for s in sessions.iter().filter(|s| Some(s.id) != skip) {
+            match s.outbound.try_send(frame.clone()) {
+                Ok(()) => self.metrics.deliveries.inc(),
+                Err(mpsc::error::TrySendError::Full(_)) => s.slow.cancel(),
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+            }
+        }
+    }
+}
+
+impl Inbox for Hub {
+    fn deliver(&self, user: &UserId, envelope: Envelope) {
+        match ByteString::try_from(envelope.frame) {
+            Ok(frame) => self.send_to_user(user, envelope.origin, &frame),
+            Err(_) => tracing::warn!("non-UTF-8 frame from the broker dropped"),
+        }
+    }
+
+    fn wants(&self, user: &UserId) -> bool {
+        self.is_local(user)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle(cap: usize) -> (SessionHandle, mpsc::Receiver<ByteString>) {
+        let (tx, rx) = mpsc::channel(cap);
+        (
+            SessionHandle {
+                id: SessionId::generate(),
+                outbound: tx,
+                slow: CancellationToken::new(),
+            },
+            rx,
+        )
+    }
+
+    fn hub() -> Hub {
+        Hub::new(GatewayMetrics::new().unwrap())
+    }
+
+    #[test]
+    fn first_and_last_sessions_are_reported_for_subscription_changes() {
+        let hub = hub();
+        let u = UserId::parse("u").unwrap();
+        let (a, _ra) = handle(4);
+        let (b, _rb) = handle(4);
+        assert!(hub.register(&u, a.clone()));
+        assert!(!hub.register(&u, b.clone()));
+        assert!(!hub.unregister(&u, a.id));
+        assert!(hub.unregister(&u, b.id));
+        assert!(!hub.is_local(&u));
+    }
+
+    #[test]
+    fn delivers_to_every_device_except_the_origin() {
+        let hub = hub();
+        let u = UserId::parse("u").unwrap();
+        let (a, mut ra) = handle(4);
+        let (b, mut rb) = handle(4);
+        hub.register(&u, a.clone());
+        hub.register(&u, b);
+        hub.deliver(
+            &u,
+            Envelope {
+                origin: Some(a.id),
+                frame: bytes::Bytes::from_static(b"{}"),
+            },
+        );
+        assert!(ra.try_recv().is_err());
+        assert_eq!(rb.try_recv().unwrap(), ByteString::from_static("{}"));
+    }
+
+    #[test]
+    fn a_full_queue_marks_the_session_slow_instead_of_blocking() {
+        let hub = hub();
+        let u = UserId::parse("u").unwrap();
+        let (a, _ra) = handle(1);
+        hub.register(&u, a.clone());
+        let frame = ByteString::from_static("{}");
+        hub.send_to_user(&u, None, &frame);
+        assert!(!a.slow.is_cancelled());
+        hub.send_to_user(&u, None, &frame);
+        assert!(a.slow.is_cancelled());
+    }
+}

@@ -1,0 +1,32 @@
+//! Liveness, readiness and metrics.
+
+use crate::startup::AppState;
+use actix_web::{web, HttpResponse};
+use prometheus::{Encoder, TextEncoder};
+
+/// `GET /healthz`: 200 while the process lives.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().body("ok")
+}
+
+/// `GET /readyz`: 200 when the broker answers and the node is not draining.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state.shutdown.is_cancelled() {
+        return HttpResponse::ServiceUnavailable().body("draining");
+    }
+    match state.service.broker.ping().await {
+        Ok(()) => HttpResponse::Ok().body("ready"),
+        Err(e) => HttpResponse::ServiceUnavailable().body(format!("broker: {e}")),
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let mut buf = Vec::new();
+    match TextEncoder::new().encode(&state.metrics.registry.gather(), &mut buf) {
+        Ok(()) => HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4")
+            .body(buf),
+        Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
+    }
+}

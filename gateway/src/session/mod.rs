@@ -1,0 +1,247 @@
+//! One WebSocket connection.
+//!
+//! Two halves: a writer task that drains the session's bounded outbound queue
+//! into the socket, and the read loop below, which parses each text frame
+//! ([`chat_shared::protocol::ClientFrame::parse`]) and hands it to
+//! [`handlers::handle`]. Replies and fan-out deliveries share the queue; when it
+//! is full the session is a slow consumer and closes with 1013 (guarantee 7).
+//!
+//! Close codes: 1012 shutdown, 1013 slow consumer, 4001 token expired,
+//! 4008 oversized or non-text frames.
+
+pub mod handlers;
+
+use crate::hub::SessionHandle;
+use crate::startup::AppState;
+use actix_web::web;
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
+use bytestring::ByteString;
+use chat_shared::auth::Identity;
+use chat_shared::domain::{ChatId, SessionId, Timestamp};
+use chat_shared::protocol::{ErrorCode, RequestId, ServerFrame, MAX_FRAME_BYTES};
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// How long the writer may take to flush queued frames when a session ends.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why the read loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The client closed or the connection dropped.
+    ClientGone,
+    /// We close with this code.
+    Close(u16, &'static str),
+}
+
+/// State of one session, owned by its read loop.
+pub struct Session {
+    /// Shared application state.
+    pub state: web::Data<AppState>,
+    /// Who is connected (replaced by an `auth` refresh).
+    pub identity: Identity,
+    /// This session.
+    pub id: SessionId,
+    /// The outbound queue (also held by the hub for deliveries).
+    pub outbound: mpsc::Sender<ByteString>,
+    /// Cancelled when the outbound queue overflowed.
+    pub slow: CancellationToken,
+    /// When a typing indicator was last forwarded, per chat.
+    pub typing_sent: HashMap<ChatId, Instant>,
+}
+
+impl Session {
+    /// Queues a reply; a full queue makes this a slow consumer.
+    pub fn reply(&self, frame: &ServerFrame) {
+        self.state
+            .metrics
+            .frames_out
+            .with_label_values(&[frame.kind()])
+            .inc();
+        if let ServerFrame::Error { code, .. } = frame {
+            self.state
+                .metrics
+                .errors
+                .with_label_values(&[code.as_str()])
+                .inc();
+        }
+        if let Err(mpsc::error::TrySendError::Full(_)) =
+            self.outbound.try_send(ByteString::from(frame.to_json()))
+        {
+            self.slow.cancel();
+        }
+    }
+
+    /// Queues a reply, waiting for room (for long `sync` answers, which are
+    /// paced by the client's reading instead of dropped). Gives up — and marks
+    /// the session slow — if the client does not read for `FLUSH_TIMEOUT`.
+    pub async fn reply_paced(&self, frame: &ServerFrame) -> bool {
+        self.state
+            .metrics
+            .frames_out
+            .with_label_values(&[frame.kind()])
+            .inc();
+        let text = ByteString::from(frame.to_json());
+        match tokio::time::timeout(FLUSH_TIMEOUT, self.outbound.send(text)).await {
+            Ok(Ok(())) => true,
+            _ => {
+                self.slow.cancel();
+                false
+            }
+        }
+    }
+
+    /// Queues an `error` reply.
+    pub fn reply_error(&self, id: Option<RequestId>, code: ErrorCode, message: impl Into<String>) {
+        self.reply(&ServerFrame::Error {
+            id,
+            code,
+            message: message.into(),
+        });
+    }
+}
+
+/// Runs a session until the client leaves or we close it.
+pub async fn run(
+    state: web::Data<AppState>,
+    identity: Identity,
+    socket: actix_ws::Session,
+    stream: actix_ws::MessageStream,
+) {
+    let (tx, rx) = mpsc::channel(state.session_queue);
+    let id = SessionId::generate();
+    let slow = CancellationToken::new();
+    let user = identity.user_id.clone();
+    let first = state.service.hub.register(
+        &user,
+        SessionHandle {
+            id,
+            outbound: tx.clone(),
+            slow: slow.clone(),
+        },
+    );
+    state.metrics.connections.inc();
+    if first {
+        if let Err(e) = state.service.broker.subscribe(&user).await {
+            // The subscriber retries on its own; this session still works for
+            // requests and will `sync` what it missed.
+            tracing::warn!(error = %e, "subscribing a user failed");
+        }
+    }
+    let writer = tokio::spawn(write_loop(socket.clone(), rx));
+    let mut session = Session {
+        state: state.clone(),
+        identity,
+        id,
+        outbound: tx,
+        slow,
+        typing_sent: HashMap::new(),
+    };
+    session.reply(&ServerFrame::Hello {
+        user_id: user.clone(),
+        role: session.identity.role,
+        node: state.node_id.clone(),
+        session_id: id,
+        server_time: Timestamp::now(),
+    });
+
+    let ending = read_loop(&mut session, socket.clone(), stream).await;
+
+    if state.service.hub.unregister(&user, id) {
+        if let Err(e) = state.service.broker.unsubscribe(&user).await {
+            tracing::debug!(error = %e, "unsubscribing a user failed");
+        }
+    }
+    state.metrics.connections.dec();
+    let code = match ending {
+        Ending::ClientGone => 1000,
+        Ending::Close(code, _) => code,
+    };
+    state
+        .metrics
+        .disconnects
+        .with_label_values(&[&code.to_string()])
+        .inc();
+    // Let the writer flush what is queued (unless the client is the problem).
+    drop(session);
+    if code == 1013 {
+        writer.abort();
+    } else if tokio::time::timeout(FLUSH_TIMEOUT, writer).await.is_err() {
+        tracing::debug!("writer did not flush in time");
+    }
+    if let Ending::Close(code, reason) = ending {
+        let _ = socket
+            .close(Some(CloseReason {
+                code: CloseCode::Other(code),
+                description: Some(reason.to_owned()),
+            }))
+            .await;
+    }
+}
+
+async fn write_loop(mut socket: actix_ws::Session, mut rx: mpsc::Receiver<ByteString>) {
+    while let Some(text) = rx.recv().await {
+        if socket.text(text).await.is_err() {
+            break;
+        }
+    }
+}
+
+async fn read_loop(
+    session: &mut Session,
+    mut socket: actix_ws::Session,
+    stream: actix_ws::MessageStream,
+) -> Ending {
+    let mut stream = stream
+        .max_frame_size(MAX_FRAME_BYTES)
+        .aggregate_continuations()
+        .max_continuation_size(MAX_FRAME_BYTES);
+    let shutdown = session.state.shutdown.clone();
+    let slow = session.slow.clone();
+    loop {
+        let expiry = expiry_instant(&session.identity);
+        tokio::select! {
+            biased;
+            _ = slow.cancelled() => return Ending::Close(1013, "slow consumer"),
+            _ = shutdown.cancelled() => return Ending::Close(1012, "service restart"),
+            _ = tokio::time::sleep_until(expiry) => return Ending::Close(4001, "token expired"),
+            msg = stream.next() => match msg {
+                None => return Ending::ClientGone,
+                Some(Ok(AggregatedMessage::Text(text))) => {
+                    if let Some(ending) = handlers::handle(session, &text).await {
+                        return ending;
+                    }
+                }
+                Some(Ok(AggregatedMessage::Ping(p))) => {
+                    if socket.pong(&p).await.is_err() {
+                        return Ending::ClientGone;
+                    }
+                }
+                Some(Ok(AggregatedMessage::Pong(_))) => {}
+                Some(Ok(AggregatedMessage::Close(_))) => return Ending::ClientGone,
+                Some(Ok(AggregatedMessage::Binary(_))) => {
+                    session.state.metrics.frames_in.with_label_values(&["binary"]).inc();
+                    return Ending::Close(4008, "binary frames are not supported");
+                }
+                Some(Err(ProtocolError::Overflow)) => {
+                    session.state.metrics.frames_in.with_label_values(&["oversized"]).inc();
+                    return Ending::Close(4008, "frame too large");
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "websocket protocol error");
+                    return Ending::Close(4008, "protocol error");
+                }
+            }
+        }
+    }
+}
+
+/// When the session's token expires, as a tokio instant.
+fn expiry_instant(identity: &Identity) -> tokio::time::Instant {
+    let left_ms = identity.expires_at.millis() - Timestamp::now().millis();
+    let left = Duration::from_millis(left_ms.clamp(0, 365 * 24 * 3600 * 1000) as u64);
+    tokio::time::Instant::now() + left
+}

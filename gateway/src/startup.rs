@@ -1,0 +1,146 @@
+//! Builds the application from validated settings: engines, shared state and
+//! the HTTP server. `main` and every black-box test go through
+//! [`Application::build`], so tests exercise exactly what production runs.
+
+use crate::access::Access;
+use crate::configuration::Settings;
+use crate::hub::Hub;
+use crate::metrics::GatewayMetrics;
+use crate::routes;
+use crate::service::ChatService;
+use actix_web::{web, App, HttpServer};
+use chat_shared::auth::TokenVerifier;
+use chat_shared::broker::redis::RedisBroker;
+use chat_shared::broker::{Broker, BrokerError, Inbox};
+use chat_shared::store::mongo::MongoStore;
+use chat_shared::store::{Store, StoreError};
+use std::net::TcpListener;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Chats whose participants are cached per node.
+const ACCESS_CACHE: usize = 100_000;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// Redis.
+    #[error("connecting to Redis: {0}")]
+    Broker(#[from] BrokerError),
+    /// MongoDB.
+    #[error("connecting to MongoDB: {0}")]
+    Store(#[from] StoreError),
+    /// The listener.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Metric registration (a bug).
+    #[error("registering metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// State shared by every handler and session of one node.
+pub struct AppState {
+    /// The operations.
+    pub service: ChatService,
+    /// Token verification.
+    pub verifier: TokenVerifier,
+    /// Metrics.
+    pub metrics: GatewayMetrics,
+    /// This node's name.
+    pub node_id: String,
+    /// Cancelled when the node shuts down: readiness fails, sessions close with 1012.
+    pub shutdown: CancellationToken,
+    /// `ALLOWED_ORIGINS`.
+    pub allowed_origins: Vec<String>,
+    /// `MAX_MESSAGE_CHARS`.
+    pub max_message_chars: usize,
+    /// `SESSION_QUEUE`.
+    pub session_queue: usize,
+}
+
+/// A running gateway node.
+pub struct Application {
+    port: u16,
+    server: actix_web::dev::Server,
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    /// Connects the engines, binds the listener and prepares the server.
+    pub async fn build(
+        settings: Settings,
+        shutdown: CancellationToken,
+    ) -> Result<Self, StartupError> {
+        let metrics = GatewayMetrics::new()?;
+        let hub = Arc::new(Hub::new(metrics.clone()));
+        let store = MongoStore::connect(&settings.mongo, settings.mongo_timeout).await?;
+        store.prepare().await?;
+        let store: Arc<dyn Store> = Arc::new(store);
+        let inbox: Arc<dyn Inbox> = hub.clone();
+        let broker: Arc<dyn Broker> =
+            Arc::new(RedisBroker::connect(&settings.redis, Some(inbox), shutdown.clone()).await?);
+        let cache = NonZeroUsize::new(ACCESS_CACHE).unwrap_or(NonZeroUsize::MIN);
+        let state = web::Data::new(AppState {
+            service: ChatService {
+                access: Access::new(store.clone(), cache),
+                broker,
+                store,
+                hub,
+            },
+            verifier: settings.auth.verifier.clone(),
+            metrics,
+            node_id: settings.node_id.clone(),
+            shutdown: shutdown.clone(),
+            allowed_origins: settings.allowed_origins.clone(),
+            max_message_chars: settings.max_message_chars,
+            session_queue: settings.session_queue,
+        });
+        let listener = TcpListener::bind(settings.addr).map_err(|source| StartupError::Bind {
+            addr: settings.addr,
+            source,
+        })?;
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .configure(routes::configure)
+        })
+        .disable_signals()
+        .shutdown_timeout(5)
+        .listen(listener)
+        .map_err(|source| StartupError::Bind {
+            addr: settings.addr,
+            source,
+        })?
+        .run();
+        Ok(Self {
+            port,
+            server,
+            shutdown,
+        })
+    }
+
+    /// The bound port (tests bind port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until the shutdown token is cancelled; sessions then close with
+    /// 1012 and the server stops.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let server = tokio::spawn(self.server);
+        self.shutdown.cancelled().await;
+        handle.stop(true).await;
+        match server.await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+}

@@ -1,0 +1,495 @@
+//! The test cluster: a real `redis-server`, a real MongoDB-wire server, gateway
+//! nodes and a persister built exactly as `main` builds them, on random ports;
+//! and a WebSocket client that speaks the contract.
+
+use chat_gateway::configuration::Settings;
+use chat_gateway::startup::Application;
+use chat_shared::auth::{Claims, TokenSigner};
+use chat_shared::config::{AuthArgs, MongoSettings, RedisSettings};
+use chat_shared::domain::{Role, Timestamp};
+use chat_shared::protocol::{Chat, Message, ServerFrame};
+use chat_testkit::{MongoServer, RedisServer};
+use futures_util::{SinkExt, StreamExt};
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+/// The HS256 secret every test cluster uses.
+pub const SECRET: &str = "test-secret-test-secret-test-secret";
+
+/// How long a test waits for something that should happen promptly.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// One gateway node.
+pub struct Node {
+    /// Its port.
+    pub port: u16,
+    shutdown: CancellationToken,
+}
+
+/// A running persister.
+pub struct PersisterHandle {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Redis + MongoDB + gateways (+ persister).
+pub struct Cluster {
+    /// The Redis server (tests may kill/restart it).
+    pub redis: RedisServer,
+    /// The MongoDB server.
+    pub mongo: MongoServer,
+    /// Gateway nodes.
+    pub nodes: Vec<Node>,
+    /// The persister, while running.
+    pub persister: Option<PersisterHandle>,
+    /// HTTP client.
+    pub http: reqwest::Client,
+    signer: TokenSigner,
+}
+
+impl Cluster {
+    /// Two gateways and a persister.
+    pub async fn start() -> Self {
+        Self::start_with(2, true).await
+    }
+
+    /// `nodes` gateways, with or without a persister.
+    pub async fn start_with(nodes: usize, persister: bool) -> Self {
+        chat_shared::telemetry::init("warn");
+        let redis = RedisServer::start();
+        let mongo = MongoServer::start();
+        let mut cluster = Self {
+            redis,
+            mongo,
+            nodes: Vec::new(),
+            persister: None,
+            http: reqwest::Client::new(),
+            signer: TokenSigner::hs256(&SecretString::from(SECRET)),
+        };
+        for i in 0..nodes {
+            cluster.start_node(&format!("node-{i}")).await;
+        }
+        if persister {
+            cluster.start_persister("persister-0").await;
+        }
+        cluster
+    }
+
+    /// Redis settings of this cluster.
+    pub fn redis_settings(&self) -> RedisSettings {
+        RedisSettings {
+            url: self.redis.url(),
+            timeout: Duration::from_secs(2),
+            pubsub_connections: 2,
+        }
+    }
+
+    /// MongoDB settings of this cluster.
+    pub fn mongo_settings(&self) -> MongoSettings {
+        MongoSettings {
+            url: self.mongo.url().to_owned(),
+            db: self.mongo.db().to_owned(),
+        }
+    }
+
+    /// Starts another gateway node.
+    pub async fn start_node(&mut self, name: &str) -> usize {
+        let auth = AuthArgs {
+            jwt_secret: Some(SECRET.into()),
+            ..Default::default()
+        }
+        .validate(None)
+        .expect("auth settings");
+        let settings = Settings {
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            redis: self.redis_settings(),
+            mongo: self.mongo_settings(),
+            mongo_timeout: Duration::from_secs(5),
+            auth,
+            allowed_origins: vec!["http://allowed.example".into()],
+            node_id: name.into(),
+            max_message_chars: 4000,
+            session_queue: 256,
+        };
+        let shutdown = CancellationToken::new();
+        let app = Application::build(settings, shutdown.clone())
+            .await
+            .expect("gateway starts");
+        let port = app.port();
+        tokio::spawn(app.run_until_stopped());
+        self.nodes.push(Node { port, shutdown });
+        self.nodes.len() - 1
+    }
+
+    /// Starts a persister with consumer name `consumer`.
+    pub async fn start_persister(&mut self, consumer: &str) {
+        let settings = chat_persister::configuration::Settings {
+            redis: self.redis_settings(),
+            mongo: self.mongo_settings(),
+            mongo_timeout: Duration::from_secs(5),
+            consumer: consumer.into(),
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            worker: chat_persister::worker::WorkerSettings {
+                block: Duration::from_millis(200),
+                ..Default::default()
+            },
+        };
+        let shutdown = CancellationToken::new();
+        let app = chat_persister::startup::Application::build(settings, shutdown.clone())
+            .await
+            .expect("persister starts");
+        let task = tokio::spawn(async move {
+            let _ = app.run_until_stopped().await;
+        });
+        self.persister = Some(PersisterHandle { shutdown, task });
+    }
+
+    /// Stops the persister and waits for it.
+    pub async fn stop_persister(&mut self) {
+        if let Some(p) = self.persister.take() {
+            p.shutdown.cancel();
+            let _ = p.task.await;
+        }
+    }
+
+    /// `http://127.0.0.1:PORT/path` on node `i`.
+    pub fn url(&self, node: usize, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.nodes[node].port, path)
+    }
+
+    /// A valid token.
+    pub fn token(&self, sub: &str, role: Role) -> String {
+        self.signer
+            .token_for(sub, role, Some(&format!("Name of {sub}")), 3600)
+            .expect("sign")
+    }
+
+    /// A token with explicit claims.
+    pub fn sign(&self, claims: &Claims) -> String {
+        self.signer.sign(claims).expect("sign")
+    }
+
+    /// Creates (or finds) the chat of a pair as the booking app would.
+    pub async fn create_chat(&self, patient: &str, doctor: &str, appointment: &str) -> Chat {
+        let resp = self
+            .http
+            .post(self.url(0, "/api/chats"))
+            .bearer_auth(self.token("booking-app", Role::Service))
+            .json(&json!({
+                "appointment_id": appointment,
+                "patient_id": patient,
+                "doctor_id": doctor,
+                "patient_name": format!("Patient {patient}"),
+                "doctor_name": format!("Dr {doctor}"),
+            }))
+            .send()
+            .await
+            .expect("create chat");
+        assert!(resp.status().is_success(), "create chat: {}", resp.status());
+        resp.json().await.expect("chat json")
+    }
+
+    /// GET `path` on node `i` as `sub`/`role`, returning status and JSON.
+    pub async fn get(&self, node: usize, path: &str, sub: &str, role: Role) -> (u16, Value) {
+        let resp = self
+            .http
+            .get(self.url(node, path))
+            .bearer_auth(self.token(sub, role))
+            .send()
+            .await
+            .expect("GET");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Connects `sub` as `role` to node `i` and reads the `hello`.
+    pub async fn connect(&self, node: usize, sub: &str, role: Role) -> Client {
+        Client::connect(self.nodes[node].port, &self.token(sub, role)).await
+    }
+
+    /// Polls `check` until it returns `Some`, or panics after [`WAIT`].
+    pub async fn eventually<T, F, Fut>(&self, what: &str, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        eventually(what, &mut check).await
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics after [`WAIT`].
+pub async fn eventually<T, F, Fut>(what: &str, check: &mut F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &self.nodes {
+            n.shutdown.cancel();
+        }
+        if let Some(p) = &self.persister {
+            p.shutdown.cancel();
+        }
+    }
+}
+
+/// A WebSocket client speaking the contract. Frames that arrive while the test
+/// waits for something else are kept, in order, for later `recv` calls.
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    buffered: VecDeque<ServerFrame>,
+    /// The `hello` frame.
+    pub hello: ServerFrame,
+    next_id: u64,
+}
+
+/// How a connection attempt or a session ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// Close frame with this code.
+    Code(u16),
+    /// The connection dropped without a close frame.
+    Dropped,
+}
+
+impl Client {
+    /// Connects with a token in the `Authorization` header.
+    pub async fn connect(port: u16, token: &str) -> Self {
+        let mut req = format!("ws://127.0.0.1:{port}/ws")
+            .into_client_request()
+            .expect("request");
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("header"),
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("websocket upgrade");
+        let mut c = Self {
+            ws,
+            buffered: VecDeque::new(),
+            hello: ServerFrame::Pong { id: None },
+            next_id: 0,
+        };
+        c.hello = c.recv().await;
+        assert!(
+            matches!(c.hello, ServerFrame::Hello { .. }),
+            "first frame: {:?}",
+            c.hello
+        );
+        c
+    }
+
+    /// Sends raw text.
+    pub async fn send_text(&mut self, text: impl Into<String>) {
+        self.ws
+            .send(WsMessage::Text(text.into().into()))
+            .await
+            .expect("ws send");
+    }
+
+    /// Sends a binary frame.
+    pub async fn send_binary(&mut self, data: Vec<u8>) {
+        self.ws
+            .send(WsMessage::Binary(data.into()))
+            .await
+            .expect("ws send");
+    }
+
+    /// Sends a JSON frame.
+    pub async fn send_json(&mut self, v: Value) {
+        self.send_text(v.to_string()).await;
+    }
+
+    async fn read_one(&mut self, within: Duration) -> Result<ServerFrame, Closed> {
+        loop {
+            let msg = match tokio::time::timeout(within, self.ws.next()).await {
+                Err(_) => panic!("no frame within {within:?}"),
+                Ok(None) => return Err(Closed::Dropped),
+                Ok(Some(Err(_))) => return Err(Closed::Dropped),
+                Ok(Some(Ok(m))) => m,
+            };
+            match msg {
+                WsMessage::Text(t) => {
+                    return Ok(serde_json::from_str(t.as_str())
+                        .unwrap_or_else(|e| panic!("bad server frame {t}: {e}")))
+                }
+                WsMessage::Close(Some(f)) => return Err(Closed::Code(u16::from(f.code))),
+                WsMessage::Close(None) => return Err(Closed::Code(u16::from(CloseCode::Status))),
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next frame (buffered ones first).
+    pub async fn recv(&mut self) -> ServerFrame {
+        if let Some(f) = self.buffered.pop_front() {
+            return f;
+        }
+        self.read_one(WAIT).await.expect("session closed")
+    }
+
+    /// The first frame matching `pred`, keeping the others for later.
+    pub async fn wait_for(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&ServerFrame) -> bool,
+    ) -> ServerFrame {
+        if let Some(pos) = self.buffered.iter().position(&pred) {
+            return self.buffered.remove(pos).expect("buffered");
+        }
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            assert!(!left.is_zero(), "timed out waiting for {what}");
+            let f = self
+                .read_one(left)
+                .await
+                .unwrap_or_else(|c| panic!("session closed ({c:?}) waiting for {what}"));
+            if pred(&f) {
+                return f;
+            }
+            self.buffered.push_back(f);
+        }
+    }
+
+    /// Waits until the server closes the session; returns how.
+    pub async fn closed(&mut self) -> Closed {
+        loop {
+            match self.read_one(WAIT).await {
+                Ok(_) => continue,
+                Err(c) => return c,
+            }
+        }
+    }
+
+    /// A fresh request id.
+    pub fn request_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Sends a message and returns the acked message (or panics on error).
+    pub async fn send_message(&mut self, chat: &str, client_msg_id: &str, body: &str) -> Message {
+        match self.try_send_message(chat, client_msg_id, body).await {
+            ServerFrame::Ack { message, .. } => message,
+            other => panic!("send refused: {other:?}"),
+        }
+    }
+
+    /// Sends a message; returns the `ack` or `error` reply.
+    pub async fn try_send_message(
+        &mut self,
+        chat: &str,
+        client_msg_id: &str,
+        body: &str,
+    ) -> ServerFrame {
+        let id = self.request_id();
+        self.send_json(
+            json!({"type":"send","id":id,"chat_id":chat,"client_msg_id":client_msg_id,"body":body}),
+        )
+        .await;
+        self.reply_to(id).await
+    }
+
+    /// The `ack`/`error`/`pong`/`synced` reply carrying request id `id`.
+    pub async fn reply_to(&mut self, id: u64) -> ServerFrame {
+        let want = chat_shared::protocol::RequestId::Number(id as i64);
+        self.wait_for("reply", move |f| match f {
+            ServerFrame::Ack { id: Some(i), .. }
+            | ServerFrame::Error { id: Some(i), .. }
+            | ServerFrame::Pong { id: Some(i) }
+            | ServerFrame::Synced { id: Some(i) } => *i == want,
+            _ => false,
+        })
+        .await
+    }
+
+    /// Round-trips a ping: proves the session still serves.
+    pub async fn ping(&mut self) {
+        let id = self.request_id();
+        self.send_json(json!({"type":"ping","id":id})).await;
+        assert!(matches!(self.reply_to(id).await, ServerFrame::Pong { .. }));
+    }
+
+    /// Waits for a `message` event with this `seq` in this chat.
+    pub async fn expect_message(&mut self, chat: &str, seq: u64) -> Message {
+        let chat = chat.to_owned();
+        match self
+            .wait_for("message event", move |f| {
+                matches!(f, ServerFrame::Message { message } if message.chat_id.to_string() == chat && message.seq == seq)
+            })
+            .await
+        {
+            ServerFrame::Message { message } => message,
+            _ => unreachable!(),
+        }
+    }
+
+    /// Frames received so far and not yet consumed, after a ping round trip
+    /// (which flushes everything the server queued before it).
+    pub async fn drain(&mut self) -> Vec<ServerFrame> {
+        self.ping().await;
+        self.buffered.drain(..).collect()
+    }
+}
+
+/// Tries to upgrade with optional headers; returns the HTTP status of a refusal
+/// or 101 on success.
+pub async fn upgrade_status(
+    port: u16,
+    auth: Option<&str>,
+    query: &str,
+    origin: Option<&str>,
+) -> u16 {
+    let mut req = format!("ws://127.0.0.1:{port}/ws{query}")
+        .into_client_request()
+        .expect("request");
+    if let Some(a) = auth {
+        req.headers_mut()
+            .insert("authorization", a.parse().expect("header"));
+    }
+    if let Some(o) = origin {
+        req.headers_mut()
+            .insert("origin", o.parse().expect("header"));
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok(_) => 101,
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("unexpected upgrade failure: {e}"),
+    }
+}
+
+/// Claims expiring `secs` from now.
+pub fn claims(sub: &str, role: Role, secs: i64) -> Claims {
+    Claims {
+        sub: sub.into(),
+        role,
+        exp: (Timestamp::now().millis() / 1000 + secs).max(0) as u64,
+        name: None,
+        iss: None,
+        aud: None,
+    }
+}

@@ -1,0 +1,89 @@
+//! The persister's configuration: environment variables (flags mirror them),
+//! validated once into [`Settings`].
+
+use crate::worker::WorkerSettings;
+use chat_shared::config::{
+    node_id, ConfigError, MongoArgs, MongoSettings, RedisArgs, RedisSettings,
+};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Command line and environment.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(
+    name = "chat-persister",
+    version,
+    about = "Writes the chat event stream to MongoDB"
+)]
+pub struct Args {
+    /// Redis (required).
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// MongoDB (required).
+    #[command(flatten)]
+    pub mongo: MongoArgs,
+    /// Consumer name in the group; must be unique per replica and stable across
+    /// restarts (so a restarted replica finishes its own pending entries).
+    #[arg(long, env = "NODE_ID")]
+    pub node_id: Option<String>,
+    /// Address of the health/metrics HTTP server.
+    #[arg(long, env = "PERSISTER_ADDR", default_value = "127.0.0.1:9091")]
+    pub addr: SocketAddr,
+    /// Most stream entries per batch.
+    #[arg(long, env = "PERSISTER_BATCH_SIZE", default_value_t = 256)]
+    pub batch_size: usize,
+    /// Timeout of each MongoDB operation, in milliseconds.
+    #[arg(long, env = "MONGODB_TIMEOUT_MS", default_value_t = 5000)]
+    pub mongodb_timeout_ms: u64,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Redis.
+    pub redis: RedisSettings,
+    /// MongoDB.
+    pub mongo: MongoSettings,
+    /// MongoDB operation timeout.
+    pub mongo_timeout: Duration,
+    /// Consumer name.
+    pub consumer: String,
+    /// HTTP address.
+    pub addr: SocketAddr,
+    /// Loop tuning.
+    pub worker: WorkerSettings,
+}
+
+impl Args {
+    /// Validates everything, naming the first bad variable.
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
+        let redis = self
+            .redis
+            .validate()?
+            .ok_or_else(|| ConfigError::new("REDIS_URL", "required by chat-persister"))?;
+        let mongo = self
+            .mongo
+            .validate()?
+            .ok_or_else(|| ConfigError::new("MONGODB_URL", "required by chat-persister"))?;
+        if !(1..=10_000).contains(&self.batch_size) {
+            return Err(ConfigError::new(
+                "PERSISTER_BATCH_SIZE",
+                "must be 1..=10000",
+            ));
+        }
+        if self.mongodb_timeout_ms == 0 {
+            return Err(ConfigError::new("MONGODB_TIMEOUT_MS", "must be positive"));
+        }
+        Ok(Settings {
+            redis,
+            mongo,
+            mongo_timeout: Duration::from_millis(self.mongodb_timeout_ms),
+            consumer: node_id(self.node_id.as_deref())?,
+            addr: self.addr,
+            worker: WorkerSettings {
+                batch_size: self.batch_size,
+                ..WorkerSettings::default()
+            },
+        })
+    }
+}

@@ -1,0 +1,148 @@
+//! Builds the persister from settings: engines, worker, HTTP endpoints.
+
+use crate::configuration::Settings;
+use crate::metrics::PersisterMetrics;
+use crate::worker::Worker;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use chat_shared::broker::redis::stream::RedisEventLog;
+use chat_shared::broker::redis::RedisBroker;
+use chat_shared::broker::{Broker, BrokerError};
+use chat_shared::store::mongo::MongoStore;
+use chat_shared::store::{Store, StoreError};
+use prometheus::{Encoder, Registry, TextEncoder};
+use std::net::TcpListener;
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Why the persister could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// Redis.
+    #[error("connecting to Redis: {0}")]
+    Broker(#[from] BrokerError),
+    /// MongoDB.
+    #[error("preparing MongoDB: {0}")]
+    Store(#[from] StoreError),
+    /// The HTTP listener.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Metric registration (a bug).
+    #[error("registering metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+struct State {
+    registry: Registry,
+    store: Arc<dyn Store>,
+    broker: Arc<dyn Broker>,
+}
+
+/// A running persister.
+pub struct Application {
+    port: u16,
+    server: actix_web::dev::Server,
+    worker: JoinHandle<()>,
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    /// Connects to Redis and MongoDB, creates indexes and the consumer group,
+    /// binds the HTTP listener and starts the worker.
+    pub async fn build(
+        settings: Settings,
+        shutdown: CancellationToken,
+    ) -> Result<Self, StartupError> {
+        let store = MongoStore::connect(&settings.mongo, settings.mongo_timeout).await?;
+        store.prepare().await?;
+        let store: Arc<dyn Store> = Arc::new(store);
+        let log = Arc::new(RedisEventLog::connect(&settings.redis, &settings.consumer).await?);
+        let broker: Arc<dyn Broker> =
+            Arc::new(RedisBroker::connect(&settings.redis, None, shutdown.clone()).await?);
+        let registry = Registry::new();
+        let metrics = PersisterMetrics::new(&registry)?;
+        let worker = Worker {
+            log,
+            store: store.clone(),
+            broker: broker.clone(),
+            metrics,
+            settings: settings.worker.clone(),
+        };
+        let worker = tokio::spawn(worker.run(shutdown.clone()));
+
+        let listener = TcpListener::bind(settings.addr).map_err(|source| StartupError::Bind {
+            addr: settings.addr,
+            source,
+        })?;
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let state = web::Data::new(State {
+            registry,
+            store,
+            broker,
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .route(
+                    "/healthz",
+                    web::get().to(|| async { HttpResponse::Ok().body("ok") }),
+                )
+                .route("/readyz", web::get().to(readyz))
+                .route("/metrics", web::get().to(metrics_endpoint))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)
+        .map_err(|source| StartupError::Bind {
+            addr: settings.addr,
+            source,
+        })?
+        .run();
+        Ok(Self {
+            port,
+            server,
+            worker,
+            shutdown,
+        })
+    }
+
+    /// The HTTP port (useful when binding port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Runs until the shutdown token is cancelled, then stops the HTTP server
+    /// and waits for the worker.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let server = tokio::spawn(self.server);
+        self.shutdown.cancelled().await;
+        let _ = self.worker.await;
+        handle.stop(true).await;
+        let _ = server.await;
+        Ok(())
+    }
+}
+
+async fn readyz(state: web::Data<State>) -> HttpResponse {
+    match (state.store.ping().await, state.broker.ping().await) {
+        (Ok(()), Ok(())) => HttpResponse::Ok().body("ready"),
+        (Err(e), _) => HttpResponse::ServiceUnavailable().body(format!("store: {e}")),
+        (_, Err(e)) => HttpResponse::ServiceUnavailable().body(format!("broker: {e}")),
+    }
+}
+
+async fn metrics_endpoint(state: web::Data<State>) -> HttpResponse {
+    let mut buf = Vec::new();
+    match TextEncoder::new().encode(&state.registry.gather(), &mut buf) {
+        Ok(()) => HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4")
+            .body(buf),
+        Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
+    }
+}
