@@ -48,8 +48,8 @@ pub struct Cluster {
     pub mongo: MongoServer,
     /// Gateway nodes.
     pub nodes: Vec<Node>,
-    /// The persister, while running.
-    pub persister: Option<PersisterHandle>,
+    /// Running persister replicas.
+    pub persisters: Vec<PersisterHandle>,
     /// HTTP client.
     pub http: reqwest::Client,
     signer: TokenSigner,
@@ -70,7 +70,7 @@ impl Cluster {
             redis,
             mongo,
             nodes: Vec::new(),
-            persister: None,
+            persisters: Vec::new(),
             http: reqwest::Client::new(),
             signer: TokenSigner::hs256(&SecretString::from(SECRET)),
         };
@@ -129,7 +129,7 @@ impl Cluster {
         self.nodes.len() - 1
     }
 
-    /// Starts a persister with consumer name `consumer`.
+    /// Starts a persister replica with consumer name `consumer`.
     pub async fn start_persister(&mut self, consumer: &str) {
         let settings = chat_persister::configuration::Settings {
             redis: self.redis_settings(),
@@ -149,12 +149,12 @@ impl Cluster {
         let task = tokio::spawn(async move {
             let _ = app.run_until_stopped().await;
         });
-        self.persister = Some(PersisterHandle { shutdown, task });
+        self.persisters.push(PersisterHandle { shutdown, task });
     }
 
-    /// Stops the persister and waits for it.
-    pub async fn stop_persister(&mut self) {
-        if let Some(p) = self.persister.take() {
+    /// Stops every persister replica and waits for them.
+    pub async fn stop_persisters(&mut self) {
+        for p in self.persisters.drain(..) {
             p.shutdown.cancel();
             let _ = p.task.await;
         }
@@ -249,7 +249,7 @@ impl Drop for Cluster {
         for n in &self.nodes {
             n.shutdown.cancel();
         }
-        if let Some(p) = &self.persister {
+        for p in &self.persisters {
             p.shutdown.cancel();
         }
     }

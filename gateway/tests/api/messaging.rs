@@ -83,7 +83,7 @@ async fn resending_the_same_client_msg_id_returns_the_original_and_delivers_once
 
     // MongoDB ends with each message exactly once.
     let chat_path = format!("/api/chats/{chat_id}/messages");
-    cluster.stop_persister().await;
+    cluster.stop_persisters().await;
     cluster.start_persister("persister-1").await;
     let mongo = chat_shared::store::mongo::MongoStore::connect(
         &cluster.mongo_settings(),

@@ -209,3 +209,87 @@ impl ParseUser for &str {
         chat_shared::domain::UserId::parse(*self).unwrap()
     }
 }
+
+#[tokio::test]
+async fn two_persister_replicas_in_one_group_store_every_message_once_and_count_exactly() {
+    let mut cluster = Cluster::start_with(2, false).await;
+    cluster.start_persister("replica-a").await;
+    cluster.start_persister("replica-b").await;
+    let chats = [
+        cluster.create_chat("pat-m", "doc-m1", "a1").await,
+        cluster.create_chat("pat-m", "doc-m2", "a2").await,
+    ];
+    let per_sender = 30u64;
+    let mut tasks = Vec::new();
+    for (i, chat) in chats.iter().enumerate() {
+        let chat_id = chat.id.to_string();
+        for (node, who, role) in [
+            (0, "pat-m", Role::Patient),
+            (1, chat.doctor_id.as_str(), Role::Doctor),
+        ] {
+            let mut c = cluster.connect(node, who, role).await;
+            let chat_id = chat_id.clone();
+            let who = who.to_owned();
+            tasks.push(tokio::spawn(async move {
+                for n in 0..per_sender {
+                    c.send_message(&chat_id, &format!("{who}-{i}-{n}"), "hello")
+                        .await;
+                    if role == Role::Patient && n % 10 == 9 {
+                        // read marks interleaved with messages
+                        c.send_json(json!({"type":"read","chat_id":chat_id,"up_to_seq":n}))
+                            .await;
+                    }
+                }
+                // Frames are handled in order: after the pong, every read mark is in the stream.
+                c.ping().await;
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let store = MongoStore::connect(&cluster.mongo_settings(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    for chat in &chats {
+        let patient = "pat-m".parse_user();
+        let final_mark = per_sender - 1;
+        let record = cluster
+            .eventually("every message and the last read mark persisted", || async {
+                let c = store.chat(chat.id).await.unwrap().unwrap();
+                (c.last_seq == 2 * per_sender && c.read_seq_of(&patient) == final_mark).then_some(c)
+            })
+            .await;
+        let all = store
+            .messages(
+                chat.id,
+                SeqWindow {
+                    after: Some(0),
+                    before: None,
+                    limit: 1000,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            all.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            (1..=2 * per_sender).collect::<Vec<_>>(),
+            "each message exactly once"
+        );
+        // Recount from the stored messages, independently of the persister.
+        let expected = all
+            .iter()
+            .filter(|m| m.sender_id != patient && m.seq > final_mark)
+            .count() as u64;
+        assert_eq!(record.unread_of(&patient), expected);
+        let doctor = chat.doctor_id.clone();
+        assert_eq!(
+            record.unread_of(&doctor),
+            all.iter().filter(|m| m.sender_id == patient).count() as u64
+        );
+        assert_eq!(
+            record.last_message.as_ref().map(|m| m.seq),
+            Some(2 * per_sender)
+        );
+    }
+}
