@@ -71,6 +71,22 @@ pub struct Application {
     shutdown: CancellationToken,
 }
 
+/// CORS for the REST API: with `ALLOWED_ORIGINS` set, exactly those origins may
+/// call it from a browser; unset, no cross-origin access is granted (the demo
+/// client is same-origin). Tokens travel in headers, never cookies.
+fn cors(origins: &[String]) -> actix_cors::Cors {
+    origins.iter().fold(
+        actix_cors::Cors::default()
+            .allowed_methods(["GET", "POST"])
+            .allowed_headers([
+                actix_web::http::header::AUTHORIZATION,
+                actix_web::http::header::CONTENT_TYPE,
+            ])
+            .max_age(3600),
+        |cors, origin| cors.allowed_origin(origin),
+    )
+}
+
 impl Application {
     /// Connects the engines, binds the listener and prepares the server.
     pub async fn build(
@@ -106,8 +122,10 @@ impl Application {
             source,
         })?;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let origins = settings.allowed_origins.clone();
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(cors(&origins))
                 .app_data(state.clone())
                 .configure(routes::configure)
         })

@@ -165,3 +165,24 @@ async fn websocket_upgrades_from_foreign_origins_are_refused() {
         101
     );
 }
+
+#[tokio::test]
+async fn cors_grants_exactly_the_allowed_origins() {
+    let cluster = Cluster::start_with(1, false).await;
+    let preflight = |origin: &'static str| {
+        cluster
+            .http
+            .request(reqwest::Method::OPTIONS, cluster.url(0, "/api/chats"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization")
+            .send()
+    };
+    let ok = preflight("http://allowed.example").await.unwrap();
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "http://allowed.example"
+    );
+    let evil = preflight("http://evil.example").await.unwrap();
+    assert!(evil.headers().get("access-control-allow-origin").is_none());
+}
