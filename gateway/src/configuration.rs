@@ -20,7 +20,7 @@ use std::time::Duration;
 pub struct Args {
     /// Listen address.
     #[arg(long, env = "GATEWAY_ADDR", default_value = "127.0.0.1:8080")]
-    pub addr: SocketAddr,
+    pub gateway_addr: SocketAddr,
     /// Redis (cluster mode when set).
     #[command(flatten)]
     pub redis: RedisArgs,
@@ -115,7 +115,7 @@ impl Args {
             ));
         }
         Ok(Settings {
-            addr: self.addr,
+            addr: self.gateway_addr,
             redis,
             mongo,
             mongo_timeout: Duration::from_millis(self.mongodb_timeout_ms),

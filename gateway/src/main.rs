@@ -2,12 +2,11 @@
 
 use chat_gateway::configuration::Args;
 use chat_gateway::startup::Application;
-use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let args = Args::parse();
+    let args: Args = chat_shared::config::parse_args("chat-gateway");
     chat_shared::telemetry::init("info");
     let settings = match args.validate() {
         Ok(s) => s,

@@ -28,10 +28,10 @@ pub struct Args {
     pub node_id: Option<String>,
     /// Address of the health/metrics HTTP server.
     #[arg(long, env = "PERSISTER_ADDR", default_value = "127.0.0.1:9091")]
-    pub addr: SocketAddr,
+    pub persister_addr: SocketAddr,
     /// Most stream entries per batch.
     #[arg(long, env = "PERSISTER_BATCH_SIZE", default_value_t = 256)]
-    pub batch_size: usize,
+    pub persister_batch_size: usize,
     /// Timeout of each MongoDB operation, in milliseconds.
     #[arg(long, env = "MONGODB_TIMEOUT_MS", default_value_t = 5000)]
     pub mongodb_timeout_ms: u64,
@@ -65,7 +65,7 @@ impl Args {
             .mongo
             .validate()?
             .ok_or_else(|| ConfigError::new("MONGODB_URL", "required by chat-persister"))?;
-        if !(1..=10_000).contains(&self.batch_size) {
+        if !(1..=10_000).contains(&self.persister_batch_size) {
             return Err(ConfigError::new(
                 "PERSISTER_BATCH_SIZE",
                 "must be 1..=10000",
@@ -79,9 +79,9 @@ impl Args {
             mongo,
             mongo_timeout: Duration::from_millis(self.mongodb_timeout_ms),
             consumer: node_id(self.node_id.as_deref())?,
-            addr: self.addr,
+            addr: self.persister_addr,
             worker: WorkerSettings {
-                batch_size: self.batch_size,
+                batch_size: self.persister_batch_size,
                 ..WorkerSettings::default()
             },
         })

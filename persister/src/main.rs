@@ -2,12 +2,11 @@
 
 use chat_persister::configuration::Args;
 use chat_persister::startup::Application;
-use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let args = Args::parse();
+    let args: Args = chat_shared::config::parse_args("chat-persister");
     chat_shared::telemetry::init("info");
     let settings = match args.validate() {
         Ok(s) => s,

@@ -185,6 +185,23 @@ impl MongoArgs {
     }
 }
 
+/// Parses the command line and environment into `T`; a bad value prints one
+/// line naming the flag and its variable (e.g. `--gateway-addr <GATEWAY_ADDR>`)
+/// and exits with status 2. `--help` and `--version` print and exit 0.
+pub fn parse_args<T: clap::Parser>(program: &str) -> T {
+    match T::try_parse() {
+        Ok(args) => args,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let rendered = e.to_string();
+            let line = rendered.lines().next().unwrap_or("invalid arguments");
+            let line = line.strip_prefix("error: ").unwrap_or(line);
+            eprintln!("{program}: configuration error: {line}");
+            std::process::exit(2);
+        }
+    }
+}
+
 /// This node's name: `NODE_ID`, else the host name.
 pub fn node_id(explicit: Option<&str>) -> Result<String, ConfigError> {
     let id = match explicit {
