@@ -8,9 +8,10 @@
 //! without bound (guarantee 7). The hub never blocks the broker's reader.
 
 use crate::metrics::GatewayMetrics;
+use crate::session::outbound::Outbound;
 use bytestring::ByteString;
 use chat_shared::broker::{Envelope, Inbox};
-use chat_shared::domain::{SessionId, UserId};
+use chat_shared::domain::{ChatId, SessionId, UserId};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use tokio::sync::mpsc;
@@ -21,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 pub struct SessionHandle {
     /// The session.
     pub id: SessionId,
-    /// Its outbound queue (frame JSON).
-    pub outbound: mpsc::Sender<ByteString>,
+    /// Its outbound queue.
+    pub outbound: mpsc::Sender<Outbound>,
     /// Cancelled when the queue overflowed: the session must close with 1013.
     pub slow: CancellationToken,
 }
@@ -82,14 +83,14 @@ impl Hub {
         self.users().len()
     }
 
-    /// Queues `frame` for every session of `user` except `skip`.
-    pub fn send_to_user(&self, user: &UserId, skip: Option<SessionId>, frame: &ByteString) {
+    /// Queues `item` for every session of `user` except `skip`.
+    pub fn send_to_user(&self, user: &UserId, skip: Option<SessionId>, item: &Outbound) {
         let users = self.users();
         let Some(sessions) = users.get(user) else {
             return;
         };
         for s in sessions.iter().filter(|s| Some(s.id) != skip) {
-            match s.outbound.try_send(frame.clone()) {
+            match s.outbound.try_send(item.clone()) {
                 Ok(()) => self.metrics.deliveries.inc(),
                 Err(mpsc::error::TrySendError::Full(_)) => s.slow.cancel(),
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
@@ -100,10 +101,22 @@ impl Hub {
 
 impl Inbox for Hub {
     fn deliver(&self, user: &UserId, envelope: Envelope) {
-        match ByteString::try_from(envelope.frame) {
-            Ok(frame) => self.send_to_user(user, envelope.origin, &frame),
-            Err(_) => tracing::warn!("non-UTF-8 frame from the broker dropped"),
-        }
+        let Ok(frame) = ByteString::try_from(envelope.frame) else {
+            tracing::warn!("non-UTF-8 frame from the broker dropped");
+            return;
+        };
+        // Parsed once per event (not per session): which chat and seq a
+        // `message` event carries, so sessions can order and de-duplicate.
+        let item = match message_meta(&frame) {
+            Some((chat, seq)) => Outbound::Message {
+                chat,
+                seq,
+                frame,
+                live: true,
+            },
+            None => Outbound::Frame(frame),
+        };
+        self.send_to_user(user, envelope.origin, &item);
     }
 
     fn wants(&self, user: &UserId) -> bool {
@@ -111,11 +124,29 @@ impl Inbox for Hub {
     }
 }
 
+/// The chat and `seq` of a `message` frame; `None` for every other frame.
+fn message_meta(frame: &str) -> Option<(ChatId, u64)> {
+    #[derive(serde::Deserialize)]
+    struct Meta {
+        seq: u64,
+        chat_id: ChatId,
+    }
+    #[derive(serde::Deserialize)]
+    struct Frame {
+        message: Meta,
+    }
+    if !frame.starts_with(r#"{"type":"message""#) {
+        return None;
+    }
+    let f: Frame = serde_json::from_str(frame).ok()?;
+    Some((f.message.chat_id, f.message.seq))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn handle(cap: usize) -> (SessionHandle, mpsc::Receiver<ByteString>) {
+    fn handle(cap: usize) -> (SessionHandle, mpsc::Receiver<Outbound>) {
         let (tx, rx) = mpsc::channel(cap);
         (
             SessionHandle {
@@ -160,7 +191,21 @@ mod tests {
             },
         );
         assert!(ra.try_recv().is_err());
-        assert_eq!(rb.try_recv().unwrap(), ByteString::from_static("{}"));
+        assert_eq!(
+            rb.try_recv().unwrap(),
+            Outbound::Frame(ByteString::from_static("{}"))
+        );
+    }
+
+    #[test]
+    fn message_events_carry_their_chat_and_seq_for_the_session() {
+        let chat = ChatId::generate();
+        let frame = format!(
+            r#"{{"type":"message","message":{{"seq":7,"id":"{}","chat_id":"{chat}","sender_id":"u","sender_role":"patient","body":"b","client_msg_id":"c","created_at":"2026-01-01T00:00:00.000Z"}}}}"#,
+            chat_shared::domain::MessageId::generate()
+        );
+        assert_eq!(message_meta(&frame), Some((chat, 7)));
+        assert_eq!(message_meta(r#"{"type":"typing","chat_id":"x"}"#), None);
     }
 
     #[test]
@@ -169,7 +214,7 @@ mod tests {
         let u = UserId::parse("u").unwrap();
         let (a, _ra) = handle(1);
         hub.register(&u, a.clone());
-        let frame = ByteString::from_static("{}");
+        let frame = Outbound::Frame(ByteString::from_static("{}"));
         hub.send_to_user(&u, None, &frame);
         assert!(!a.slow.is_cancelled());
         hub.send_to_user(&u, None, &frame);

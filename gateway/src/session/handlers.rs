@@ -1,5 +1,6 @@
 //! What each client frame does — the one place a frame is handled.
 
+use super::outbound::Outbound;
 use super::{Ending, Session};
 use chat_shared::broker::Appended;
 use chat_shared::protocol::rest::HistoryQuery;
@@ -91,6 +92,13 @@ pub async fn handle(session: &mut Session, text: &str) -> Option<Ending> {
             }
         }
         ClientFrame::Sync { id, chats } => {
+            // Live messages for these chats wait until their pages are out
+            // (see `outbound::Sequencer`), so each chat arrives in order, once.
+            for (chat_id, _) in &chats {
+                if !session.enqueue_paced(Outbound::SyncStart(*chat_id)).await {
+                    return None;
+                }
+            }
             for (chat_id, after) in chats {
                 let mut cursor = after;
                 loop {
@@ -116,13 +124,22 @@ pub async fn handle(session: &mut Session, text: &str) -> Option<Ending> {
                     };
                     for message in page.messages {
                         cursor = message.seq;
-                        if !session.reply_paced(&ServerFrame::Message { message }).await {
+                        let item = Outbound::Message {
+                            chat: chat_id,
+                            seq: message.seq,
+                            frame: ServerFrame::Message { message }.to_json().into(),
+                            live: false,
+                        };
+                        if !session.enqueue_paced(item).await {
                             return None;
                         }
                     }
                     if !page.has_more {
                         break;
                     }
+                }
+                if !session.enqueue_paced(Outbound::SyncEnd(chat_id)).await {
+                    return None;
                 }
             }
             session.reply(&ServerFrame::Synced { id });

@@ -10,6 +10,7 @@
 //! 4008 oversized or non-text frames.
 
 pub mod handlers;
+pub mod outbound;
 
 use crate::hub::SessionHandle;
 use crate::startup::AppState;
@@ -20,6 +21,7 @@ use chat_shared::auth::Identity;
 use chat_shared::domain::{ChatId, SessionId, Timestamp};
 use chat_shared::protocol::{ErrorCode, RequestId, ServerFrame, MAX_FRAME_BYTES};
 use futures_util::StreamExt;
+use outbound::{Outbound, Sequencer};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -46,7 +48,7 @@ pub struct Session {
     /// This session.
     pub id: SessionId,
     /// The outbound queue (also held by the hub for deliveries).
-    pub outbound: mpsc::Sender<ByteString>,
+    pub outbound: mpsc::Sender<Outbound>,
     /// Cancelled when the outbound queue overflowed.
     pub slow: CancellationToken,
     /// When a typing indicator was last forwarded, per chat.
@@ -68,24 +70,21 @@ impl Session {
                 .with_label_values(&[code.as_str()])
                 .inc();
         }
-        if let Err(mpsc::error::TrySendError::Full(_)) =
-            self.outbound.try_send(ByteString::from(frame.to_json()))
-        {
+        self.enqueue(Outbound::Frame(ByteString::from(frame.to_json())));
+    }
+
+    /// Queues an item; a full queue makes this a slow consumer.
+    pub fn enqueue(&self, item: Outbound) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.outbound.try_send(item) {
             self.slow.cancel();
         }
     }
 
-    /// Queues a reply, waiting for room (for long `sync` answers, which are
+    /// Queues an item, waiting for room (for long `sync` answers, which are
     /// paced by the client's reading instead of dropped). Gives up — and marks
     /// the session slow — if the client does not read for `FLUSH_TIMEOUT`.
-    pub async fn reply_paced(&self, frame: &ServerFrame) -> bool {
-        self.state
-            .metrics
-            .frames_out
-            .with_label_values(&[frame.kind()])
-            .inc();
-        let text = ByteString::from(frame.to_json());
-        match tokio::time::timeout(FLUSH_TIMEOUT, self.outbound.send(text)).await {
+    pub async fn enqueue_paced(&self, item: Outbound) -> bool {
+        match tokio::time::timeout(FLUSH_TIMEOUT, self.outbound.send(item)).await {
             Ok(Ok(())) => true,
             _ => {
                 self.slow.cancel();
@@ -131,7 +130,12 @@ pub async fn run(
             tracing::warn!(error = %e, "subscribing a user failed");
         }
     }
-    let writer = tokio::spawn(write_loop(socket.clone(), rx));
+    let writer = tokio::spawn(write_loop(
+        socket.clone(),
+        rx,
+        Sequencer::new(state.session_queue),
+        slow.clone(),
+    ));
     let mut session = Session {
         state: state.clone(),
         identity,
@@ -182,10 +186,22 @@ pub async fn run(
     }
 }
 
-async fn write_loop(mut socket: actix_ws::Session, mut rx: mpsc::Receiver<ByteString>) {
-    while let Some(text) = rx.recv().await {
-        if socket.text(text).await.is_err() {
-            break;
+async fn write_loop(
+    mut socket: actix_ws::Session,
+    mut rx: mpsc::Receiver<Outbound>,
+    mut sequencer: Sequencer,
+    slow: CancellationToken,
+) {
+    let mut ready = Vec::new();
+    while let Some(item) = rx.recv().await {
+        if sequencer.push(item, &mut ready).is_err() {
+            slow.cancel();
+            return;
+        }
+        for text in ready.drain(..) {
+            if socket.text(text).await.is_err() {
+                return;
+            }
         }
     }
 }
