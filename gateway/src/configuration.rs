@@ -49,6 +49,9 @@ pub struct Args {
     /// Timeout of each MongoDB operation, in milliseconds.
     #[arg(long, env = "MONGODB_TIMEOUT_MS", default_value_t = 5000)]
     pub mongodb_timeout_ms: u64,
+    /// Seconds over which sessions are closed (1012) after SIGTERM.
+    #[arg(long, env = "DRAIN_SECONDS", default_value_t = 20)]
+    pub drain_seconds: u64,
 }
 
 /// Validated settings.
@@ -72,6 +75,8 @@ pub struct Settings {
     pub max_message_chars: usize,
     /// `SESSION_QUEUE`.
     pub session_queue: usize,
+    /// `DRAIN_SECONDS`.
+    pub drain: Duration,
 }
 
 impl Args {
@@ -96,6 +101,9 @@ impl Args {
         }
         if self.mongodb_timeout_ms == 0 {
             return Err(ConfigError::new("MONGODB_TIMEOUT_MS", "must be positive"));
+        }
+        if self.drain_seconds > 3600 {
+            return Err(ConfigError::new("DRAIN_SECONDS", "must be at most 3600"));
         }
         let allowed_origins = self
             .allowed_origins
@@ -124,6 +132,7 @@ impl Args {
             node_id: node_id(self.node_id.as_deref())?,
             max_message_chars: self.max_message_chars,
             session_queue: self.session_queue,
+            drain: Duration::from_secs(self.drain_seconds),
         })
     }
 }

@@ -17,8 +17,8 @@ async fn main() -> std::process::ExitCode {
     };
     let addr = settings.addr;
     let node = settings.node_id.clone();
-    let shutdown = CancellationToken::new();
-    let app = match Application::build(settings, shutdown.clone()).await {
+    let draining = CancellationToken::new();
+    let app = match Application::build(settings, draining.clone()).await {
         Ok(app) => app,
         Err(e) => {
             eprintln!("chat-gateway: {e}");
@@ -28,8 +28,8 @@ async fn main() -> std::process::ExitCode {
     tracing::info!(%addr, port = app.port(), %node, "chat-gateway listening");
     tokio::spawn(async move {
         chat_shared::telemetry::shutdown_signal().await;
-        tracing::info!("shutdown signal received");
-        shutdown.cancel();
+        tracing::info!("shutdown signal received: draining");
+        draining.cancel();
     });
     match app.run_until_stopped().await {
         Ok(()) => std::process::ExitCode::SUCCESS,

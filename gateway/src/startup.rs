@@ -19,6 +19,9 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+/// Extra time after the drain window for the last sessions to flush and close.
+const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Chats whose participants are cached per node.
 const ACCESS_CACHE: usize = 100_000;
 
@@ -54,8 +57,11 @@ pub struct AppState {
     pub metrics: GatewayMetrics,
     /// This node's name.
     pub node_id: String,
-    /// Cancelled when the node shuts down: readiness fails, sessions close with 1012.
-    pub shutdown: CancellationToken,
+    /// Cancelled when the node starts draining (SIGTERM): readiness fails, new
+    /// sessions are refused, open ones close with 1012 spread over `drain`.
+    pub draining: CancellationToken,
+    /// `DRAIN_SECONDS`: the window over which sessions are closed.
+    pub drain: std::time::Duration,
     /// `ALLOWED_ORIGINS`.
     pub allowed_origins: Vec<String>,
     /// `MAX_MESSAGE_CHARS`.
@@ -68,7 +74,9 @@ pub struct AppState {
 pub struct Application {
     port: u16,
     server: actix_web::dev::Server,
-    shutdown: CancellationToken,
+    state: web::Data<AppState>,
+    /// Stops background tasks (pub/sub readers) once the drain is over.
+    stop: CancellationToken,
 }
 
 /// CORS for the REST API: with `ALLOWED_ORIGINS` set, exactly those origins may
@@ -89,10 +97,12 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
 
 impl Application {
     /// Connects the engines, binds the listener and prepares the server.
+    /// Cancelling `draining` starts the graceful drain (guarantee 8).
     pub async fn build(
         settings: Settings,
-        shutdown: CancellationToken,
+        draining: CancellationToken,
     ) -> Result<Self, StartupError> {
+        let stop = CancellationToken::new();
         let metrics = GatewayMetrics::new()?;
         let hub = Arc::new(Hub::new(metrics.clone()));
         let store = MongoStore::connect(&settings.mongo, settings.mongo_timeout).await?;
@@ -100,7 +110,7 @@ impl Application {
         let store: Arc<dyn Store> = Arc::new(store);
         let inbox: Arc<dyn Inbox> = hub.clone();
         let broker: Arc<dyn Broker> =
-            Arc::new(RedisBroker::connect(&settings.redis, Some(inbox), shutdown.clone()).await?);
+            Arc::new(RedisBroker::connect(&settings.redis, Some(inbox), stop.clone()).await?);
         let cache = NonZeroUsize::new(ACCESS_CACHE).unwrap_or(NonZeroUsize::MIN);
         let state = web::Data::new(AppState {
             service: ChatService {
@@ -112,7 +122,8 @@ impl Application {
             verifier: settings.auth.verifier.clone(),
             metrics,
             node_id: settings.node_id.clone(),
-            shutdown: shutdown.clone(),
+            draining,
+            drain: settings.drain,
             allowed_origins: settings.allowed_origins.clone(),
             max_message_chars: settings.max_message_chars,
             session_queue: settings.session_queue,
@@ -123,10 +134,11 @@ impl Application {
         })?;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         let origins = settings.allowed_origins.clone();
+        let app_state = state.clone();
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(cors(&origins))
-                .app_data(state.clone())
+                .app_data(app_state.clone())
                 .configure(routes::configure)
         })
         .disable_signals()
@@ -140,7 +152,8 @@ impl Application {
         Ok(Self {
             port,
             server,
-            shutdown,
+            state,
+            stop,
         })
     }
 
@@ -149,13 +162,23 @@ impl Application {
         self.port
     }
 
-    /// Serves until the shutdown token is cancelled; sessions then close with
-    /// 1012 and the server stops.
+    /// Serves until the drain token is cancelled, then drains: `/readyz` turns
+    /// 503 and upgrades are refused at once, sessions close with 1012 spread
+    /// over the drain window (each finishes the frame it is handling), and the
+    /// server stops once they are gone or the window (plus a grace) is over.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
-        self.shutdown.cancelled().await;
+        let state = self.state;
+        state.draining.cancelled().await;
+        tracing::info!(drain = ?state.drain, sessions = state.metrics.connections.get(), "draining");
+        let deadline = tokio::time::Instant::now() + state.drain + DRAIN_GRACE;
+        while state.metrics.connections.get() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         handle.stop(true).await;
+        self.stop.cancel();
+        tracing::info!("drained");
         match server.await {
             Ok(r) => r,
             Err(e) => Err(std::io::Error::other(e)),

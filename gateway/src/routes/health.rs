@@ -11,7 +11,7 @@ pub async fn healthz() -> HttpResponse {
 
 /// `GET /readyz`: 200 when the broker answers and the node is not draining.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    if state.shutdown.is_cancelled() {
+    if state.draining.is_cancelled() {
         return HttpResponse::ServiceUnavailable().body("draining");
     }
     match state.service.broker.ping().await {

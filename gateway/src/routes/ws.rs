@@ -14,7 +14,7 @@ pub async fn upgrade(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    if state.shutdown.is_cancelled() {
+    if state.draining.is_cancelled() {
         return Err(ApiError::new(ErrorCode::Unavailable, "node is draining"));
     }
     let identity = authenticate(&req, true)?;

@@ -215,14 +215,23 @@ async fn read_loop(
         .max_frame_size(MAX_FRAME_BYTES)
         .aggregate_continuations()
         .max_continuation_size(MAX_FRAME_BYTES);
-    let shutdown = session.state.shutdown.clone();
+    let draining = session.state.draining.clone();
+    let drain_window = session.state.drain;
+    // Each session waits a random share of the drain window before closing,
+    // so clients do not all reconnect to the remaining nodes at once.
+    let close_for_drain = async move {
+        draining.cancelled().await;
+        let share = drain_window.mul_f64(fastrand::f64());
+        tokio::time::sleep(share).await;
+    };
+    tokio::pin!(close_for_drain);
     let slow = session.slow.clone();
     loop {
         let expiry = expiry_instant(&session.identity);
         tokio::select! {
             biased;
             _ = slow.cancelled() => return Ending::Close(1013, "slow consumer"),
-            _ = shutdown.cancelled() => return Ending::Close(1012, "service restart"),
+            _ = &mut close_for_drain => return Ending::Close(1012, "service restart"),
             _ = tokio::time::sleep_until(expiry) => return Ending::Close(4001, "token expired"),
             msg = stream.next() => match msg {
                 None => return Ending::ClientGone,

@@ -31,7 +31,8 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub struct Node {
     /// Its port.
     pub port: u16,
-    shutdown: CancellationToken,
+    draining: CancellationToken,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 /// A running persister.
@@ -118,15 +119,33 @@ impl Cluster {
             node_id: name.into(),
             max_message_chars: 4000,
             session_queue: 256,
+            drain: Duration::from_secs(1),
         };
-        let shutdown = CancellationToken::new();
-        let app = Application::build(settings, shutdown.clone())
+        let draining = CancellationToken::new();
+        let app = Application::build(settings, draining.clone())
             .await
             .expect("gateway starts");
         let port = app.port();
-        tokio::spawn(app.run_until_stopped());
-        self.nodes.push(Node { port, shutdown });
+        let task = tokio::spawn(app.run_until_stopped());
+        self.nodes.push(Node {
+            port,
+            draining,
+            task: Some(task),
+        });
         self.nodes.len() - 1
+    }
+
+    /// Starts draining node `i` (what SIGTERM does).
+    pub fn drain_node(&self, i: usize) {
+        self.nodes[i].draining.cancel();
+    }
+
+    /// Waits until node `i` has stopped; returns whether it stopped cleanly.
+    pub async fn node_stopped(&mut self, i: usize) -> bool {
+        match self.nodes[i].task.take() {
+            Some(t) => matches!(t.await, Ok(Ok(()))),
+            None => true,
+        }
     }
 
     /// Starts a persister replica with consumer name `consumer`.
@@ -247,7 +266,7 @@ where
 impl Drop for Cluster {
     fn drop(&mut self) {
         for n in &self.nodes {
-            n.shutdown.cancel();
+            n.draining.cancel();
         }
         for p in &self.persisters {
             p.shutdown.cancel();
