@@ -7,6 +7,7 @@ use chat_shared::config::{
 };
 use chat_shared::domain::DEFAULT_MAX_MESSAGE_CHARS;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -49,6 +50,15 @@ pub struct Args {
     /// Timeout of each MongoDB operation, in milliseconds.
     #[arg(long, env = "MONGODB_TIMEOUT_MS", default_value_t = 5000)]
     pub mongodb_timeout_ms: u64,
+    /// Sustained sends per second per user (per node).
+    #[arg(long, env = "SEND_RATE_PER_SECOND", default_value_t = 10)]
+    pub send_rate_per_second: u32,
+    /// Sends a user may make at once before the rate applies.
+    #[arg(long, env = "SEND_BURST", default_value_t = 30)]
+    pub send_burst: u32,
+    /// Concurrent sessions per user (per node); more are refused with 429.
+    #[arg(long, env = "MAX_SESSIONS_PER_USER", default_value_t = 16)]
+    pub max_sessions_per_user: usize,
     /// Seconds over which sessions are closed (1012) after SIGTERM.
     #[arg(long, env = "DRAIN_SECONDS", default_value_t = 20)]
     pub drain_seconds: u64,
@@ -77,6 +87,12 @@ pub struct Settings {
     pub session_queue: usize,
     /// `DRAIN_SECONDS`.
     pub drain: Duration,
+    /// `SEND_RATE_PER_SECOND`.
+    pub send_rate: NonZeroU32,
+    /// `SEND_BURST`.
+    pub send_burst: NonZeroU32,
+    /// `MAX_SESSIONS_PER_USER`.
+    pub max_sessions_per_user: usize,
 }
 
 impl Args {
@@ -101,6 +117,16 @@ impl Args {
         }
         if self.mongodb_timeout_ms == 0 {
             return Err(ConfigError::new("MONGODB_TIMEOUT_MS", "must be positive"));
+        }
+        let send_rate = NonZeroU32::new(self.send_rate_per_second)
+            .ok_or_else(|| ConfigError::new("SEND_RATE_PER_SECOND", "must be positive"))?;
+        let send_burst = NonZeroU32::new(self.send_burst)
+            .ok_or_else(|| ConfigError::new("SEND_BURST", "must be positive"))?;
+        if self.max_sessions_per_user == 0 {
+            return Err(ConfigError::new(
+                "MAX_SESSIONS_PER_USER",
+                "must be positive",
+            ));
         }
         if self.drain_seconds > 3600 {
             return Err(ConfigError::new("DRAIN_SECONDS", "must be at most 3600"));
@@ -133,6 +159,9 @@ impl Args {
             max_message_chars: self.max_message_chars,
             session_queue: self.session_queue,
             drain: Duration::from_secs(self.drain_seconds),
+            send_rate,
+            send_burst,
+            max_sessions_per_user: self.max_sessions_per_user,
         })
     }
 }

@@ -78,6 +78,11 @@ impl Hub {
         self.users().contains_key(user)
     }
 
+    /// Number of `user`'s sessions on this node.
+    pub fn session_count(&self, user: &UserId) -> usize {
+        self.users().get(user).map_or(0, Vec::len)
+    }
+
     /// Number of users with at least one session here.
     pub fn user_count(&self) -> usize {
         self.users().len()

@@ -13,6 +13,7 @@
 //!   history, chats, unread), written against the broker and store traits;
 //! - [`session`]: one WebSocket connection — read loop, frame handlers, bounded outbound queue;
 //! - [`hub`]: this node's users and their sessions; fans broker deliveries out;
+//! - [`limits`]: per-user send rate and session cap;
 //! - [`metrics`]: Prometheus metrics;
 //! - [`error`]: the REST error type and its JSON form.
 
@@ -21,6 +22,7 @@ pub mod authn;
 pub mod configuration;
 pub mod error;
 pub mod hub;
+pub mod limits;
 pub mod metrics;
 pub mod routes;
 pub mod service;

@@ -23,6 +23,8 @@ pub struct GatewayMetrics {
     pub errors: IntCounterVec,
     /// Sessions closed, by close code.
     pub disconnects: IntCounterVec,
+    /// Sends refused by the per-user rate limit.
+    pub rate_limited: IntCounter,
 }
 
 impl GatewayMetrics {
@@ -58,6 +60,10 @@ impl GatewayMetrics {
                 Opts::new("chat_disconnects_total", "Sessions closed, by close code"),
                 &["code"],
             )?,
+            rate_limited: IntCounter::new(
+                "chat_rate_limited_total",
+                "Sends refused by the per-user rate limit",
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.connections.clone()))?;
@@ -67,6 +73,7 @@ impl GatewayMetrics {
         m.registry.register(Box::new(m.deliveries.clone()))?;
         m.registry.register(Box::new(m.errors.clone()))?;
         m.registry.register(Box::new(m.disconnects.clone()))?;
+        m.registry.register(Box::new(m.rate_limited.clone()))?;
         Ok(m)
     }
 }

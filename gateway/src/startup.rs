@@ -5,6 +5,7 @@
 use crate::access::Access;
 use crate::configuration::Settings;
 use crate::hub::Hub;
+use crate::limits::SendLimiter;
 use crate::metrics::GatewayMetrics;
 use crate::routes;
 use crate::service::ChatService;
@@ -62,6 +63,10 @@ pub struct AppState {
     pub draining: CancellationToken,
     /// `DRAIN_SECONDS`: the window over which sessions are closed.
     pub drain: std::time::Duration,
+    /// Per-user send rate.
+    pub send_limiter: SendLimiter,
+    /// `MAX_SESSIONS_PER_USER`.
+    pub max_sessions_per_user: usize,
     /// `ALLOWED_ORIGINS`.
     pub allowed_origins: Vec<String>,
     /// `MAX_MESSAGE_CHARS`.
@@ -95,6 +100,17 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
     )
 }
 
+/// Periodically drops rate-limit state of users who are back to a full budget.
+async fn forget_idle_limits(state: web::Data<AppState>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => state.send_limiter.forget_idle(),
+        }
+    }
+}
+
 impl Application {
     /// Connects the engines, binds the listener and prepares the server.
     /// Cancelling `draining` starts the graceful drain (guarantee 8).
@@ -124,6 +140,8 @@ impl Application {
             node_id: settings.node_id.clone(),
             draining,
             drain: settings.drain,
+            send_limiter: SendLimiter::new(settings.send_rate, settings.send_burst),
+            max_sessions_per_user: settings.max_sessions_per_user,
             allowed_origins: settings.allowed_origins.clone(),
             max_message_chars: settings.max_message_chars,
             session_queue: settings.session_queue,
@@ -133,6 +151,7 @@ impl Application {
             source,
         })?;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        tokio::spawn(forget_idle_limits(state.clone(), stop.clone()));
         let origins = settings.allowed_origins.clone();
         let app_state = state.clone();
         let server = HttpServer::new(move || {

@@ -27,6 +27,12 @@ pub async fn upgrade(
     if !origin_allowed(&req, &state.allowed_origins) {
         return Err(ApiError::new(ErrorCode::Forbidden, "origin not allowed"));
     }
+    if state.service.hub.session_count(&identity.user_id) >= state.max_sessions_per_user {
+        return Err(ApiError::new(
+            ErrorCode::RateLimited,
+            "too many sessions for this user",
+        ));
+    }
     let (response, socket, stream) = actix_ws::handle(&req, body)
         .map_err(|e| ApiError::new(ErrorCode::Invalid, format!("not a WebSocket upgrade: {e}")))?;
     actix_web::rt::spawn(session::run(state, identity, socket, stream));

@@ -32,6 +32,16 @@ pub async fn handle(session: &mut Session, text: &str) -> Option<Ending> {
             client_msg_id,
             body,
         } => {
+            if let Err(wait) = session.state.send_limiter.check(&session.identity.user_id) {
+                metrics.rate_limited.inc();
+                session.reply(&ServerFrame::Error {
+                    id,
+                    code: ErrorCode::RateLimited,
+                    message: "sending too fast; retry later".into(),
+                    retry_after_ms: Some(wait.as_millis().max(1) as u64),
+                });
+                return None;
+            }
             let result = session
                 .state
                 .service

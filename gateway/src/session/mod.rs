@@ -99,6 +99,7 @@ impl Session {
             id,
             code,
             message: message.into(),
+            retry_after_ms: None,
         });
     }
 }

@@ -13,6 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
+use std::num::NonZeroU32;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -103,13 +104,22 @@ impl Cluster {
 
     /// Starts another gateway node.
     pub async fn start_node(&mut self, name: &str) -> usize {
+        self.start_node_with(name, |_| {}).await
+    }
+
+    /// Starts another gateway node with adjusted settings.
+    pub async fn start_node_with(
+        &mut self,
+        name: &str,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> usize {
         let auth = AuthArgs {
             jwt_secret: Some(SECRET.into()),
             ..Default::default()
         }
         .validate(None)
         .expect("auth settings");
-        let settings = Settings {
+        let mut settings = Settings {
             addr: "127.0.0.1:0".parse().expect("addr"),
             redis: self.redis_settings(),
             mongo: self.mongo_settings(),
@@ -120,7 +130,11 @@ impl Cluster {
             max_message_chars: 4000,
             session_queue: 256,
             drain: Duration::from_secs(1),
+            send_rate: NonZeroU32::new(200).expect("rate"),
+            send_burst: NonZeroU32::new(400).expect("burst"),
+            max_sessions_per_user: 300,
         };
+        adjust(&mut settings);
         let draining = CancellationToken::new();
         let app = Application::build(settings, draining.clone())
             .await

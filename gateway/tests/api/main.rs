@@ -9,5 +9,6 @@ mod bad_input;
 mod chats;
 mod drain;
 mod helpers;
+mod limits;
 mod messaging;
 mod unread;

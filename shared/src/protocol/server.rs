@@ -41,6 +41,9 @@ pub enum ServerFrame {
         code: ErrorCode,
         /// Explanation.
         message: String,
+        /// With `rate_limited`: how long to wait before retrying.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
     /// A new message in one of your chats.
     Message {
@@ -164,6 +167,13 @@ mod tests {
                 id: None,
                 code: ErrorCode::NotFound,
                 message: "no such chat".into(),
+                retry_after_ms: None,
+            },
+            ServerFrame::Error {
+                id: Some(RequestId::Number(2)),
+                code: ErrorCode::RateLimited,
+                message: "slow down".into(),
+                retry_after_ms: Some(250),
             },
             ServerFrame::Message { message: message() },
             ServerFrame::Read {

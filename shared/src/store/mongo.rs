@@ -331,6 +331,12 @@ impl Store for MongoStore {
     }
 
     async fn messages(&self, chat: ChatId, window: SeqWindow) -> Result<Vec<Message>, StoreError> {
+        // MongoDB reads `limit(0)` as "no limit" and a negative one (a
+        // `usize::MAX` cast) as a single-document batch.
+        if window.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = i64::try_from(window.limit).unwrap_or(i64::MAX);
         let mut range = Document::new();
         if let Some(a) = window.after {
             range.insert("$gt", a as i64);
@@ -348,7 +354,7 @@ impl Store for MongoStore {
                 self.messages_coll()
                     .find(filter)
                     .sort(doc! {"seq": if ascending { 1 } else { -1 }})
-                    .limit(window.limit as i64)
+                    .limit(limit)
                     .await?
                     .try_collect()
                     .await

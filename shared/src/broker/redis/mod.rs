@@ -227,7 +227,9 @@ impl Broker for RedisBroker {
             c.arg(&key).arg(&hi).arg(&lo);
             c
         };
-        cmd.arg("LIMIT").arg(0).arg(window.limit);
+        // Redis refuses a count above i64::MAX ("no limit" spelled usize::MAX).
+        let limit = i64::try_from(window.limit).unwrap_or(i64::MAX);
+        cmd.arg("LIMIT").arg(0).arg(limit);
         let raw: Vec<String> =
             with_timeout(
                 self.timeout,
