@@ -186,3 +186,34 @@ async fn cors_grants_exactly_the_allowed_origins() {
     let evil = preflight("http://evil.example").await.unwrap();
     assert!(evil.headers().get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn a_token_that_expires_during_a_session_closes_it_with_4001_unless_refreshed() {
+    let cluster = Cluster::start_with(1, false).await;
+    let port = cluster.nodes[0].port;
+    let short = cluster.sign(&claims("pat-t", Role::Patient, 2));
+
+    let mut expiring = Client::connect(port, &short).await;
+    let mut refreshed = Client::connect(port, &short).await;
+    let fresh = cluster.token("pat-t", Role::Patient);
+    refreshed
+        .send_json(json!({"type":"auth","token":fresh}))
+        .await;
+    // A refresh for someone else is refused and changes nothing.
+    let other = cluster.token("pat-other", Role::Patient);
+    refreshed
+        .send_json(json!({"type":"auth","id":5,"token":other}))
+        .await;
+    match refreshed.reply_to(5).await {
+        ServerFrame::Error { code, .. } => assert_eq!(code.as_str(), "forbidden"),
+        f => panic!("{f:?}"),
+    }
+
+    assert_eq!(expiring.closed().await, crate::helpers::Closed::Code(4001));
+    // The refreshed session outlived the original expiry.
+    refreshed.ping().await;
+    match &refreshed.hello {
+        ServerFrame::Hello { user_id, .. } => assert_eq!(user_id.as_str(), "pat-t"),
+        f => panic!("{f:?}"),
+    }
+}
