@@ -62,6 +62,8 @@ async fn booking_an_appointment_creates_one_chat_per_pair_idempotently() {
 async fn listings_put_the_most_recent_activity_first() {
     let cluster = Cluster::start().await;
     let old = cluster.create_chat("pat-l", "doc-l1", "a1").await;
+    // Creation times have millisecond resolution: make sure they differ.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let newer = cluster.create_chat("pat-l", "doc-l2", "a2").await;
     let (_, listing) = cluster.get(0, "/api/chats", "pat-l", Role::Patient).await;
     let ids: Vec<&str> = listing["chats"]
