@@ -32,6 +32,12 @@ pub struct Args {
     /// Most stream entries per batch.
     #[arg(long, env = "PERSISTER_BATCH_SIZE", default_value_t = 256)]
     pub persister_batch_size: usize,
+    /// Entries a dead replica left unacknowledged this long (ms) are taken over.
+    #[arg(long, env = "PERSISTER_CLAIM_IDLE_MS", default_value_t = 30_000)]
+    pub persister_claim_idle_ms: u64,
+    /// Attempts before an entry is moved to the dead-letter stream.
+    #[arg(long, env = "PERSISTER_MAX_DELIVERIES", default_value_t = 5)]
+    pub persister_max_deliveries: u64,
     /// Timeout of each MongoDB operation, in milliseconds.
     #[arg(long, env = "MONGODB_TIMEOUT_MS", default_value_t = 5000)]
     pub mongodb_timeout_ms: u64,
@@ -71,6 +77,18 @@ impl Args {
                 "must be 1..=10000",
             ));
         }
+        if self.persister_claim_idle_ms < 100 {
+            return Err(ConfigError::new(
+                "PERSISTER_CLAIM_IDLE_MS",
+                "must be at least 100",
+            ));
+        }
+        if self.persister_max_deliveries == 0 {
+            return Err(ConfigError::new(
+                "PERSISTER_MAX_DELIVERIES",
+                "must be positive",
+            ));
+        }
         if self.mongodb_timeout_ms == 0 {
             return Err(ConfigError::new("MONGODB_TIMEOUT_MS", "must be positive"));
         }
@@ -82,6 +100,8 @@ impl Args {
             addr: self.persister_addr,
             worker: WorkerSettings {
                 batch_size: self.persister_batch_size,
+                claim_idle: Duration::from_millis(self.persister_claim_idle_ms),
+                max_deliveries: self.persister_max_deliveries,
                 ..WorkerSettings::default()
             },
         })

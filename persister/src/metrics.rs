@@ -1,7 +1,7 @@
 //! Persister metrics (prefix `chat_persister_`), registered in a per-instance
 //! registry so several persisters can live in one test process.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// The persister's metrics.
 #[derive(Clone)]
@@ -16,8 +16,18 @@ pub struct PersisterMetrics {
     pub messages_written: IntCounter,
     /// Messages seen again in a replay (not written twice).
     pub messages_replayed: IntCounter,
-    /// Failures by stage (`read`, `store`, `ack`, `publish`, `decode`).
+    /// Failures by stage (`read`, `store`, `rejected`, `ack`, `publish`, `decode`, `claim`, `trim`).
     pub errors: IntCounterVec,
+    /// Entries moved to the dead-letter stream.
+    pub dead_letters: IntCounter,
+    /// Entries taken over from dead consumers.
+    pub claimed: IntCounter,
+    /// Entries trimmed from the stream after being persisted.
+    pub trimmed: IntCounter,
+    /// Entries delivered to a persister but not yet acknowledged.
+    pub pending: IntGauge,
+    /// Entries in the stream not yet delivered to any persister.
+    pub undelivered: IntGauge,
 }
 
 impl PersisterMetrics {
@@ -48,6 +58,26 @@ impl PersisterMetrics {
                 Opts::new("chat_persister_errors_total", "Persister failures by stage"),
                 &["stage"],
             )?,
+            dead_letters: IntCounter::new(
+                "chat_persister_dead_letters_total",
+                "Stream entries moved to the dead-letter stream",
+            )?,
+            claimed: IntCounter::new(
+                "chat_persister_claimed_total",
+                "Stream entries taken over from dead consumers",
+            )?,
+            trimmed: IntCounter::new(
+                "chat_persister_trimmed_total",
+                "Persisted stream entries trimmed",
+            )?,
+            pending: IntGauge::new(
+                "chat_persister_pending",
+                "Stream entries delivered but not yet acknowledged",
+            )?,
+            undelivered: IntGauge::new(
+                "chat_persister_stream_lag",
+                "Stream entries not yet delivered to any persister",
+            )?,
         };
         registry.register(Box::new(m.batches.clone()))?;
         registry.register(Box::new(m.batch_size.clone()))?;
@@ -55,6 +85,11 @@ impl PersisterMetrics {
         registry.register(Box::new(m.messages_written.clone()))?;
         registry.register(Box::new(m.messages_replayed.clone()))?;
         registry.register(Box::new(m.errors.clone()))?;
+        registry.register(Box::new(m.dead_letters.clone()))?;
+        registry.register(Box::new(m.claimed.clone()))?;
+        registry.register(Box::new(m.trimmed.clone()))?;
+        registry.register(Box::new(m.pending.clone()))?;
+        registry.register(Box::new(m.undelivered.clone()))?;
         Ok(m)
     }
 }

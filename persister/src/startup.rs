@@ -66,13 +66,13 @@ impl Application {
             Arc::new(RedisBroker::connect(&settings.redis, None, shutdown.clone()).await?);
         let registry = Registry::new();
         let metrics = PersisterMetrics::new(&registry)?;
-        let worker = Worker {
+        let worker = Worker::new(
             log,
-            store: store.clone(),
-            broker: broker.clone(),
+            store.clone(),
+            broker.clone(),
             metrics,
-            settings: settings.worker.clone(),
-        };
+            settings.worker.clone(),
+        );
         let worker = tokio::spawn(worker.run(shutdown.clone()));
 
         let listener = TcpListener::bind(settings.addr).map_err(|source| StartupError::Bind {

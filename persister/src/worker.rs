@@ -1,18 +1,24 @@
-//! The persister loop: read → apply → acknowledge → announce.
+//! The persister loop: read → apply → acknowledge → announce, plus the chores
+//! that keep the stream healthy: taking over dead replicas' entries, parking
+//! poison entries in the dead-letter stream, and trimming what is persisted.
 //!
 //! An entry is acknowledged only after the store confirmed every write of its
 //! batch, so a crash anywhere before that means the entry is delivered again and
-//! applied again — harmlessly (see [`crate::apply`]). Entries that cannot be
-//! decoded are never acknowledged: they stay pending for an operator instead of
-//! vanishing.
+//! applied again — harmlessly (see [`crate::apply`]).
+//!
+//! Failures are told apart: a store that is down or slow (transient) is
+//! retried with back-off for as long as it takes, with the stream buffering;
+//! data the store refuses (or an entry that cannot even be decoded) is isolated
+//! entry by entry, and an entry that keeps failing is moved to the dead-letter
+//! stream after `max_deliveries` attempts instead of blocking everything behind it.
 
 use crate::apply::{apply_batch, unread_total, BatchOutcome};
 use crate::metrics::PersisterMetrics;
-use chat_shared::broker::{Broker, Envelope, EventLog, StreamEvent};
+use chat_shared::broker::{Broker, Envelope, EventLog, StreamEntry, StreamEvent};
 use chat_shared::protocol::ServerFrame;
-use chat_shared::store::Store;
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use chat_shared::store::{Store, StoreError};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +33,14 @@ pub struct WorkerSettings {
     pub min_backoff: Duration,
     /// Longest retry delay.
     pub max_backoff: Duration,
+    /// Entries another consumer has held unacknowledged this long are taken over.
+    pub claim_idle: Duration,
+    /// How often to look for such entries.
+    pub claim_every: Duration,
+    /// Attempts before an entry goes to the dead-letter stream.
+    pub max_deliveries: u64,
+    /// How often to trim persisted entries from the stream.
+    pub trim_every: Duration,
 }
 
 impl Default for WorkerSettings {
@@ -36,6 +50,10 @@ impl Default for WorkerSettings {
             block: Duration::from_millis(1000),
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            claim_idle: Duration::from_secs(30),
+            claim_every: Duration::from_secs(5),
+            max_deliveries: 5,
+            trim_every: Duration::from_secs(10),
         }
     }
 }
@@ -52,19 +70,45 @@ pub struct Worker {
     pub metrics: PersisterMetrics,
     /// Tuning.
     pub settings: WorkerSettings,
+    /// Failed attempts per entry whose data the store refused.
+    pub attempts: Mutex<HashMap<String, u64>>,
 }
 
 impl Worker {
+    /// A worker with no failure history.
+    pub fn new(
+        log: Arc<dyn EventLog>,
+        store: Arc<dyn Store>,
+        broker: Arc<dyn Broker>,
+        metrics: PersisterMetrics,
+        settings: WorkerSettings,
+    ) -> Self {
+        Self {
+            log,
+            store,
+            broker,
+            metrics,
+            settings,
+            attempts: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// Runs until `shutdown` is cancelled. A batch in progress is finished
-    /// (or abandoned unacknowledged, which is safe) before returning.
+    /// (never cut in the middle) before returning.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = self.settings.min_backoff;
+        let mut next_claim = Instant::now() + self.settings.claim_every;
+        let mut next_trim = Instant::now() + self.settings.trim_every;
         while !shutdown.is_cancelled() {
-            let ok = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                ok = self.step() => ok,
-            };
-            if ok {
+            if Instant::now() >= next_claim {
+                next_claim = Instant::now() + self.settings.claim_every;
+                self.claim().await;
+            }
+            if Instant::now() >= next_trim {
+                next_trim = Instant::now() + self.settings.trim_every;
+                self.trim().await;
+            }
+            if self.step().await {
                 backoff = self.settings.min_backoff;
             } else {
                 tokio::select! {
@@ -79,18 +123,68 @@ impl Worker {
 
     /// One read/apply/ack round; `false` after a failure (the caller backs off).
     pub async fn step(&self) -> bool {
-        let entries = match self
+        match self
             .log
             .read_batch(self.settings.batch_size, self.settings.block)
             .await
         {
-            Ok(e) => e,
+            Ok(entries) => self.process(entries).await,
             Err(e) => {
                 tracing::warn!(error = %e, "reading the event stream failed");
                 self.metrics.errors.with_label_values(&["read"]).inc();
-                return false;
+                false
+            }
+        }
+    }
+
+    /// Takes over entries a dead replica left behind, and applies them.
+    pub async fn claim(&self) {
+        let claimed = match self
+            .log
+            .claim_stale(
+                self.settings.claim_idle,
+                self.settings.max_deliveries,
+                self.settings.batch_size,
+            )
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming stale entries failed");
+                self.metrics.errors.with_label_values(&["claim"]).inc();
+                return;
             }
         };
+        self.metrics
+            .dead_letters
+            .inc_by(claimed.dead_lettered as u64);
+        if !claimed.entries.is_empty() {
+            tracing::info!(
+                entries = claimed.entries.len(),
+                "took over a dead consumer's entries"
+            );
+            self.metrics.claimed.inc_by(claimed.entries.len() as u64);
+            self.process(claimed.entries).await;
+        }
+    }
+
+    /// Trims persisted entries and refreshes the backlog gauges.
+    pub async fn trim(&self) {
+        match self.log.trim().await {
+            Ok(n) => self.metrics.trimmed.inc_by(n),
+            Err(e) => {
+                tracing::warn!(error = %e, "trimming the stream failed");
+                self.metrics.errors.with_label_values(&["trim"]).inc();
+            }
+        }
+        if let Ok(b) = self.log.backlog().await {
+            self.metrics.pending.set(b.pending as i64);
+            self.metrics.undelivered.set(b.undelivered as i64);
+        }
+    }
+
+    /// Applies and acknowledges a set of entries; `false` if the caller should back off.
+    async fn process(&self, entries: Vec<StreamEntry>) -> bool {
         if entries.is_empty() {
             return true;
         }
@@ -103,40 +197,123 @@ impl Worker {
                     events.push(ev);
                 }
                 Err(reason) => {
-                    tracing::error!(entry = %entry.id, %reason, "undecodable stream entry left pending");
+                    // Can never succeed: park it for an operator right away.
                     self.metrics.errors.with_label_values(&["decode"]).inc();
+                    if self.log.dead_letter(&entry.id, &reason).await.is_ok() {
+                        self.metrics.dead_letters.inc();
+                    }
                 }
             }
         }
         let started = Instant::now();
-        let outcome = match apply_batch(self.store.as_ref(), &events).await {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::warn!(error = %e, events = events.len(), "applying a batch failed; it will be replayed");
+        match apply_batch(self.store.as_ref(), &events).await {
+            Ok(outcome) => {
+                self.record(&outcome, events.len(), started);
+                self.finish(&ids, &outcome).await
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, events = events.len(), "store unavailable; the batch will be replayed");
                 self.metrics.errors.with_label_values(&["store"]).inc();
                 self.log.replay_pending();
-                return false;
+                false
             }
+            Err(e) => {
+                tracing::warn!(error = %e, "the store refused part of a batch; isolating entries");
+                self.metrics.errors.with_label_values(&["rejected"]).inc();
+                self.isolate(ids, events).await
+            }
+        }
+    }
+
+    /// Applies entries one by one so one bad entry cannot hold the rest back.
+    async fn isolate(&self, ids: Vec<String>, events: Vec<StreamEvent>) -> bool {
+        let mut all_ok = true;
+        for (id, event) in ids.into_iter().zip(events) {
+            let started = Instant::now();
+            match apply_batch(self.store.as_ref(), std::slice::from_ref(&event)).await {
+                Ok(outcome) => {
+                    self.record(&outcome, 1, started);
+                    self.finish(std::slice::from_ref(&id), &outcome).await;
+                }
+                Err(e) if e.is_transient() => {
+                    self.log.replay_pending();
+                    return false;
+                }
+                Err(e) => {
+                    all_ok &= self.failed_attempt(&id, &e).await;
+                }
+            }
+        }
+        if !all_ok {
+            self.log.replay_pending();
+        }
+        all_ok
+    }
+
+    /// Counts a refused attempt; at the limit the entry is dead-lettered.
+    /// Returns whether the entry is settled (dead-lettered).
+    async fn failed_attempt(&self, id: &str, error: &StoreError) -> bool {
+        let n = {
+            let mut attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+            let n = attempts.entry(id.to_owned()).or_default();
+            *n += 1;
+            *n
         };
+        if n < self.settings.max_deliveries {
+            tracing::warn!(entry = %id, attempt = n, error = %error, "entry refused by the store; will retry");
+            return false;
+        }
+        match self
+            .log
+            .dead_letter(id, &format!("refused {n} times: {error}"))
+            .await
+        {
+            Ok(()) => {
+                self.metrics.dead_letters.inc();
+                self.forget_attempts(&[id.to_owned()]);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "dead-lettering failed");
+                false
+            }
+        }
+    }
+
+    fn forget_attempts(&self, ids: &[String]) {
+        let mut attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        if !attempts.is_empty() {
+            for id in ids {
+                attempts.remove(id);
+            }
+        }
+    }
+
+    fn record(&self, outcome: &BatchOutcome, events: usize, started: Instant) {
         self.metrics
             .write_seconds
             .observe(started.elapsed().as_secs_f64());
         self.metrics.batches.inc();
-        self.metrics.batch_size.observe(events.len() as f64);
+        self.metrics.batch_size.observe(events as f64);
         self.metrics
             .messages_written
             .inc_by(outcome.inserted as u64);
         self.metrics
             .messages_replayed
             .inc_by((outcome.messages - outcome.inserted) as u64);
-        if let Err(e) = self.log.ack(&ids).await {
+    }
+
+    /// Acknowledges persisted entries and announces unread counts.
+    async fn finish(&self, ids: &[String], outcome: &BatchOutcome) -> bool {
+        self.forget_attempts(ids);
+        if let Err(e) = self.log.ack(ids).await {
             // The writes are done; a later replay of these entries is harmless.
             tracing::warn!(error = %e, "acknowledging a persisted batch failed");
             self.metrics.errors.with_label_values(&["ack"]).inc();
             self.log.replay_pending();
             return false;
         }
-        self.announce(&outcome).await;
+        self.announce(outcome).await;
         true
     }
 

@@ -164,7 +164,16 @@ impl Cluster {
 
     /// Starts a persister replica with consumer name `consumer`.
     pub async fn start_persister(&mut self, consumer: &str) {
-        let settings = chat_persister::configuration::Settings {
+        self.start_persister_with(consumer, |_| {}).await
+    }
+
+    /// Starts a persister replica with adjusted settings.
+    pub async fn start_persister_with(
+        &mut self,
+        consumer: &str,
+        adjust: impl FnOnce(&mut chat_persister::configuration::Settings),
+    ) {
+        let mut settings = chat_persister::configuration::Settings {
             redis: self.redis_settings(),
             mongo: self.mongo_settings(),
             mongo_timeout: Duration::from_secs(5),
@@ -175,6 +184,7 @@ impl Cluster {
                 ..Default::default()
             },
         };
+        adjust(&mut settings);
         let shutdown = CancellationToken::new();
         let app = chat_persister::startup::Application::build(settings, shutdown.clone())
             .await

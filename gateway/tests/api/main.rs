@@ -11,4 +11,5 @@ mod drain;
 mod helpers;
 mod limits;
 mod messaging;
+mod persistence;
 mod unread;

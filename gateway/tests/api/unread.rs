@@ -258,38 +258,43 @@ async fn two_persister_replicas_in_one_group_store_every_message_once_and_count_
     for chat in &chats {
         let patient = "pat-m".parse_user();
         let final_mark = per_sender - 1;
-        let record = cluster
-            .eventually("every message and the last read mark persisted", || async {
-                let c = store.chat(chat.id).await.unwrap().unwrap();
-                (c.last_seq == 2 * per_sender && c.read_seq_of(&patient) == final_mark).then_some(c)
-            })
-            .await;
-        let all = store
-            .messages(
-                chat.id,
-                SeqWindow {
-                    after: Some(0),
-                    before: None,
-                    limit: 1000,
+        // Replicas apply batches concurrently and in any order; wait until the
+        // store holds every message and the last mark, and the counters have
+        // converged to the exact recount.
+        let doctor = chat.doctor_id.clone();
+        let (record, all) = cluster
+            .eventually(
+                "every message, the last read mark and exact counters",
+                || async {
+                    let c = store.chat(chat.id).await.unwrap().unwrap();
+                    let all = store
+                        .messages(
+                            chat.id,
+                            SeqWindow {
+                                after: Some(0),
+                                before: None,
+                                limit: 1000,
+                            },
+                        )
+                        .await
+                        .unwrap();
+                    let expected = all
+                        .iter()
+                        .filter(|m| m.sender_id != patient && m.seq > final_mark)
+                        .count() as u64;
+                    (all.len() as u64 == 2 * per_sender
+                        && c.read_seq_of(&patient) == final_mark
+                        && c.unread_of(&patient) == expected
+                        && c.unread_of(&doctor)
+                            == all.iter().filter(|m| m.sender_id == patient).count() as u64)
+                        .then_some((c, all))
                 },
             )
-            .await
-            .unwrap();
+            .await;
         assert_eq!(
             all.iter().map(|m| m.seq).collect::<Vec<_>>(),
             (1..=2 * per_sender).collect::<Vec<_>>(),
             "each message exactly once"
-        );
-        // Recount from the stored messages, independently of the persister.
-        let expected = all
-            .iter()
-            .filter(|m| m.sender_id != patient && m.seq > final_mark)
-            .count() as u64;
-        assert_eq!(record.unread_of(&patient), expected);
-        let doctor = chat.doctor_id.clone();
-        assert_eq!(
-            record.unread_of(&doctor),
-            all.iter().filter(|m| m.sender_id == patient).count() as u64
         );
         assert_eq!(
             record.last_message.as_ref().map(|m| m.seq),

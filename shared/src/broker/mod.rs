@@ -197,4 +197,44 @@ pub trait EventLog: Send + Sync + 'static {
     /// Makes the next read start again with this consumer's unacknowledged
     /// entries (after a batch could not be persisted).
     fn replay_pending(&self);
+
+    /// Takes over entries that other consumers (dead replicas) received but
+    /// have not acknowledged for `min_idle`, so a crash loses nothing. Entries
+    /// already delivered `max_deliveries` times are not retried again: they go
+    /// to the dead-letter stream (and are acknowledged) instead of blocking the
+    /// stream; their number is reported.
+    async fn claim_stale(
+        &self,
+        min_idle: Duration,
+        max_deliveries: u64,
+        max: usize,
+    ) -> Result<Claimed, BrokerError>;
+
+    /// Moves one entry to the dead-letter stream with a reason, and acknowledges it.
+    async fn dead_letter(&self, id: &str, reason: &str) -> Result<(), BrokerError>;
+
+    /// Drops entries every consumer has acknowledged; never an entry that is
+    /// pending or not yet delivered. Returns how many were removed.
+    async fn trim(&self) -> Result<u64, BrokerError>;
+
+    /// How far behind the group is.
+    async fn backlog(&self) -> Result<Backlog, BrokerError>;
+}
+
+/// Result of [`EventLog::claim_stale`].
+#[derive(Debug, Default)]
+pub struct Claimed {
+    /// Entries now owned by this consumer, to apply like a normal batch.
+    pub entries: Vec<StreamEntry>,
+    /// Entries moved to the dead-letter stream.
+    pub dead_lettered: usize,
+}
+
+/// Size of the group's backlog.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Delivered but not yet acknowledged.
+    pub pending: u64,
+    /// In the stream but not yet delivered to any consumer.
+    pub undelivered: u64,
 }

@@ -24,6 +24,17 @@ pub enum StoreError {
     /// A document could not be read (a bug, or a foreign writer).
     #[error("store data error: {0}")]
     Corrupt(String),
+    /// The store refused this data (retrying the same write will not help).
+    #[error("store refused the write: {0}")]
+    Rejected(String),
+}
+
+impl StoreError {
+    /// Whether retrying later may succeed (the store is down or slow), as
+    /// opposed to a problem with the data itself.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
 }
 
 /// The storage interface.

@@ -389,7 +389,7 @@ impl Store for MongoStore {
                 ErrorKind::InsertMany(ime) if ime.write_concern_error.is_none() => {
                     let errors = ime.write_errors.as_deref().unwrap_or_default();
                     if let Some(other) = errors.iter().find(|w| w.code != DUPLICATE_KEY) {
-                        return Err(StoreError::Unavailable(format!(
+                        return Err(StoreError::Rejected(format!(
                             "insert messages: {}",
                             other.message
                         )));

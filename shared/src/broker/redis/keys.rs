@@ -9,6 +9,9 @@ use crate::domain::{ChatId, ClientMsgId, UserId};
 /// The durable event stream the persisters consume.
 pub const STREAM: &str = "chat:events";
 
+/// Entries that could not be persisted after repeated attempts, for an operator.
+pub const DEAD_LETTERS: &str = "chat:events:dead";
+
 /// The persisters' consumer group.
 pub const GROUP: &str = "persisters";
 

@@ -1,7 +1,7 @@
 //! The persister's side of the Redis stream: one member of the consumer group.
 
 use super::keys;
-use crate::broker::{BrokerError, EventLog, StreamEntry, StreamEvent};
+use crate::broker::{Backlog, BrokerError, Claimed, EventLog, StreamEntry, StreamEvent};
 use crate::config::RedisSettings;
 use crate::domain::{ChatId, UserId};
 use async_trait::async_trait;
@@ -62,6 +62,15 @@ impl RedisEventLog {
             Ok(_) => Ok(()),
             Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
             Err(e) => Err(BrokerError::Unavailable(e.to_string())),
+        }
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, BrokerError> {
+        let mut conn = self.conn().await?;
+        match tokio::time::timeout(self.timeout, cmd.query_async(&mut conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(BrokerError::Unavailable(e.to_string())),
+            Err(_) => Err(BrokerError::Unavailable("redis command timed out".into())),
         }
     }
 
@@ -171,5 +180,167 @@ impl EventLog for RedisEventLog {
         if let Ok(mut c) = self.pending_cursor.lock() {
             *c = Some("0".into());
         }
+    }
+
+    async fn claim_stale(
+        &self,
+        min_idle: Duration,
+        max_deliveries: u64,
+        max: usize,
+    ) -> Result<Claimed, BrokerError> {
+        let idle_ms = min_idle.as_millis() as u64;
+        // XPENDING key group IDLE ms - + count → [[id, consumer, idle, deliveries], …]
+        let stale: Vec<(String, String, u64, u64)> = self
+            .query(
+                redis::cmd("XPENDING")
+                    .arg(keys::STREAM)
+                    .arg(keys::GROUP)
+                    .arg("IDLE")
+                    .arg(idle_ms)
+                    .arg("-")
+                    .arg("+")
+                    .arg(max.max(1)),
+            )
+            .await?;
+        let mut claimed = Claimed::default();
+        let mut retry = Vec::new();
+        for (id, consumer, _, deliveries) in stale {
+            if consumer == self.consumer {
+                // Our own pending entries are replayed by `read_batch`.
+                continue;
+            }
+            if deliveries >= max_deliveries {
+                self.dead_letter(&id, &format!("not persisted after {deliveries} deliveries"))
+                    .await?;
+                claimed.dead_lettered += 1;
+            } else {
+                retry.push(id);
+            }
+        }
+        if retry.is_empty() {
+            return Ok(claimed);
+        }
+        // XCLAIM re-checks the idle time, so two replicas never both take an entry.
+        let reply: redis::streams::StreamClaimReply = self
+            .query(
+                redis::cmd("XCLAIM")
+                    .arg(keys::STREAM)
+                    .arg(keys::GROUP)
+                    .arg(&self.consumer)
+                    .arg(idle_ms)
+                    .arg(&retry),
+            )
+            .await?;
+        claimed.entries = reply
+            .ids
+            .into_iter()
+            .map(|e| StreamEntry {
+                event: decode(&e),
+                id: e.id,
+            })
+            .collect();
+        Ok(claimed)
+    }
+
+    async fn dead_letter(&self, id: &str, reason: &str) -> Result<(), BrokerError> {
+        let original: redis::streams::StreamRangeReply = self
+            .query(redis::cmd("XRANGE").arg(keys::STREAM).arg(id).arg(id))
+            .await?;
+        let mut add = redis::cmd("XADD");
+        add.arg(keys::DEAD_LETTERS)
+            .arg("*")
+            .arg("entry")
+            .arg(id)
+            .arg("reason")
+            .arg(reason);
+        if let Some(entry) = original.ids.first() {
+            for (k, v) in &entry.map {
+                if let redis::Value::BulkString(bytes) = v {
+                    add.arg(format!("f:{k}")).arg(bytes.as_slice());
+                }
+            }
+        }
+        let _: String = self.query(&add).await?;
+        tracing::error!(entry = %id, %reason, "stream entry moved to the dead-letter stream {}", keys::DEAD_LETTERS);
+        self.ack(&[id.to_owned()]).await
+    }
+
+    async fn trim(&self) -> Result<u64, BrokerError> {
+        // The oldest entry still needed: the oldest pending one, else the first
+        // one not yet delivered (everything before it is acknowledged).
+        let groups: Vec<std::collections::HashMap<String, redis::Value>> = self
+            .query(redis::cmd("XINFO").arg("GROUPS").arg(keys::STREAM))
+            .await?;
+        let Some(group) = groups.iter().find(|g| {
+            g.get("name")
+                .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+                .as_deref()
+                == Some(keys::GROUP)
+        }) else {
+            return Ok(0);
+        };
+        let last_delivered: String = group
+            .get("last-delivered-id")
+            .and_then(|v| redis::from_redis_value_ref(v).ok())
+            .unwrap_or_else(|| "0-0".to_owned());
+        let summary: (u64, Option<String>, Option<String>, redis::Value) = self
+            .query(redis::cmd("XPENDING").arg(keys::STREAM).arg(keys::GROUP))
+            .await?;
+        let keep_from = match summary {
+            (n, Some(oldest_pending), _, _) if n > 0 => oldest_pending,
+            _ => next_id(&last_delivered),
+        };
+        // Exact trimming (no `~`): MINID removes only entries below `keep_from`.
+        self.query(
+            redis::cmd("XTRIM")
+                .arg(keys::STREAM)
+                .arg("MINID")
+                .arg(&keep_from),
+        )
+        .await
+    }
+
+    async fn backlog(&self) -> Result<Backlog, BrokerError> {
+        let groups: Vec<std::collections::HashMap<String, redis::Value>> = self
+            .query(redis::cmd("XINFO").arg("GROUPS").arg(keys::STREAM))
+            .await?;
+        let group = groups.iter().find(|g| {
+            g.get("name")
+                .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+                .as_deref()
+                == Some(keys::GROUP)
+        });
+        let num = |name: &str| -> u64 {
+            group
+                .and_then(|g| g.get(name))
+                .and_then(|v| redis::from_redis_value_ref::<u64>(v).ok())
+                .unwrap_or(0)
+        };
+        Ok(Backlog {
+            pending: num("pending"),
+            undelivered: num("lag"),
+        })
+    }
+}
+
+/// The smallest stream id after `id` (`ms-seq` → `ms-(seq+1)`).
+fn next_id(id: &str) -> String {
+    match id.split_once('-') {
+        Some((ms, seq)) => match seq.parse::<u64>() {
+            Ok(s) => format!("{ms}-{}", s.saturating_add(1)),
+            Err(_) => id.to_owned(),
+        },
+        None => id.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_id;
+
+    #[test]
+    fn the_next_stream_id_increments_the_sequence_part() {
+        assert_eq!(next_id("1700000000000-0"), "1700000000000-1");
+        assert_eq!(next_id("0-0"), "0-1");
     }
 }
