@@ -115,11 +115,28 @@ pub async fn run(
     let id = SessionId::generate();
     let slow = CancellationToken::new();
     let user = identity.user_id.clone();
+    let mut session = Session {
+        state: state.clone(),
+        identity,
+        id,
+        outbound: tx.clone(),
+        slow: slow.clone(),
+        typing_sent: HashMap::new(),
+    };
+    // `hello` is queued before the hub can deliver anything: it is always the
+    // first frame.
+    session.reply(&ServerFrame::Hello {
+        user_id: user.clone(),
+        role: session.identity.role,
+        node: state.node_id.clone(),
+        session_id: id,
+        server_time: Timestamp::now(),
+    });
     let first = state.service.hub.register(
         &user,
         SessionHandle {
             id,
-            outbound: tx.clone(),
+            outbound: tx,
             slow: slow.clone(),
         },
     );
@@ -135,23 +152,8 @@ pub async fn run(
         socket.clone(),
         rx,
         Sequencer::new(state.session_queue),
-        slow.clone(),
-    ));
-    let mut session = Session {
-        state: state.clone(),
-        identity,
-        id,
-        outbound: tx,
         slow,
-        typing_sent: HashMap::new(),
-    };
-    session.reply(&ServerFrame::Hello {
-        user_id: user.clone(),
-        role: session.identity.role,
-        node: state.node_id.clone(),
-        session_id: id,
-        server_time: Timestamp::now(),
-    });
+    ));
 
     let ending = read_loop(&mut session, socket.clone(), stream).await;
 
