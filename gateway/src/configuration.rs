@@ -1,6 +1,7 @@
 //! The gateway's configuration: environment variables of the contract (flags
 //! mirror them), validated once into [`Settings`].
 
+use crate::presence::PresenceSettings;
 use chat_shared::config::{
     node_id, AuthArgs, AuthSettings, ConfigError, MongoArgs, MongoSettings, RedisArgs,
     RedisSettings,
@@ -59,6 +60,12 @@ pub struct Args {
     /// Concurrent sessions per user (per node); more are refused with 429.
     #[arg(long, env = "MAX_SESSIONS_PER_USER", default_value_t = 16)]
     pub max_sessions_per_user: usize,
+    /// A node whose heartbeat is this old (ms) counts as dead; its users go offline.
+    #[arg(long, env = "PRESENCE_TTL_MS", default_value_t = 15_000)]
+    pub presence_ttl_ms: u64,
+    /// Offline is announced only after this long (ms) without any session.
+    #[arg(long, env = "PRESENCE_GRACE_MS", default_value_t = 5_000)]
+    pub presence_grace_ms: u64,
     /// Seconds over which sessions are closed (1012) after SIGTERM.
     #[arg(long, env = "DRAIN_SECONDS", default_value_t = 20)]
     pub drain_seconds: u64,
@@ -93,6 +100,8 @@ pub struct Settings {
     pub send_burst: NonZeroU32,
     /// `MAX_SESSIONS_PER_USER`.
     pub max_sessions_per_user: usize,
+    /// `PRESENCE_TTL_MS`, `PRESENCE_GRACE_MS`.
+    pub presence: PresenceSettings,
 }
 
 impl Args {
@@ -126,6 +135,15 @@ impl Args {
             return Err(ConfigError::new(
                 "MAX_SESSIONS_PER_USER",
                 "must be positive",
+            ));
+        }
+        if !(1_000..=600_000).contains(&self.presence_ttl_ms) {
+            return Err(ConfigError::new("PRESENCE_TTL_MS", "must be 1000..=600000"));
+        }
+        if self.presence_grace_ms > 600_000 {
+            return Err(ConfigError::new(
+                "PRESENCE_GRACE_MS",
+                "must be at most 600000",
             ));
         }
         if self.drain_seconds > 3600 {
@@ -162,6 +180,12 @@ impl Args {
             send_rate,
             send_burst,
             max_sessions_per_user: self.max_sessions_per_user,
+            presence: PresenceSettings {
+                ttl: Duration::from_millis(self.presence_ttl_ms),
+                grace: Duration::from_millis(self.presence_grace_ms),
+                // Heartbeats several times per TTL, so one late beat never kills a node.
+                tick: Duration::from_millis((self.presence_ttl_ms / 5).min(1000)),
+            },
         })
     }
 }

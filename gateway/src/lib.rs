@@ -14,6 +14,7 @@
 //! - [`session`]: one WebSocket connection — read loop, frame handlers, bounded outbound queue;
 //! - [`hub`]: this node's users and their sessions; fans broker deliveries out;
 //! - [`limits`]: per-user send rate and session cap;
+//! - [`presence`]: who is online — heartbeats, reaping, announcements to chat peers;
 //! - [`metrics`]: Prometheus metrics;
 //! - [`error`]: the REST error type and its JSON form.
 
@@ -24,6 +25,7 @@ pub mod error;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
+pub mod presence;
 pub mod routes;
 pub mod service;
 pub mod session;

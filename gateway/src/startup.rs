@@ -7,12 +7,13 @@ use crate::configuration::Settings;
 use crate::hub::Hub;
 use crate::limits::SendLimiter;
 use crate::metrics::GatewayMetrics;
+use crate::presence::PresenceService;
 use crate::routes;
 use crate::service::ChatService;
 use actix_web::{web, App, HttpServer};
 use chat_shared::auth::TokenVerifier;
 use chat_shared::broker::redis::RedisBroker;
-use chat_shared::broker::{Broker, BrokerError, Inbox};
+use chat_shared::broker::{Broker, BrokerError, Inbox, Presence};
 use chat_shared::store::mongo::MongoStore;
 use chat_shared::store::{Store, StoreError};
 use std::net::TcpListener;
@@ -52,6 +53,10 @@ pub enum StartupError {
 pub struct AppState {
     /// The operations.
     pub service: ChatService,
+    /// This node's sessions.
+    pub hub: Arc<Hub>,
+    /// Presence announcements.
+    pub presence: Arc<PresenceService>,
     /// Token verification.
     pub verifier: TokenVerifier,
     /// Metrics.
@@ -125,16 +130,28 @@ impl Application {
         store.prepare().await?;
         let store: Arc<dyn Store> = Arc::new(store);
         let inbox: Arc<dyn Inbox> = hub.clone();
-        let broker: Arc<dyn Broker> =
+        let redis =
             Arc::new(RedisBroker::connect(&settings.redis, Some(inbox), stop.clone()).await?);
+        let broker: Arc<dyn Broker> = redis.clone();
+        let presence_engine: Arc<dyn Presence> = redis;
+        let presence = Arc::new(PresenceService {
+            presence: presence_engine.clone(),
+            broker: broker.clone(),
+            store: store.clone(),
+            node: settings.node_id.clone(),
+            settings: settings.presence,
+        });
+        tokio::spawn(presence.clone().run(stop.clone()));
         let cache = NonZeroUsize::new(ACCESS_CACHE).unwrap_or(NonZeroUsize::MIN);
         let state = web::Data::new(AppState {
             service: ChatService {
                 access: Access::new(store.clone(), cache),
                 broker,
                 store,
-                hub,
+                presence: presence_engine,
             },
+            hub,
+            presence,
             verifier: settings.auth.verifier.clone(),
             metrics,
             node_id: settings.node_id.clone(),

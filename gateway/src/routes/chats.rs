@@ -22,7 +22,7 @@ pub async fn create(
     let _ = caller;
     let (record, created) = state.service.create_chat(body.into_inner()).await?;
     // The booking app is neither participant: it sees the chat from the patient's side.
-    let chat = state.service.view(&record, &record.patient_id);
+    let chat = state.service.view(&record, &record.patient_id).await;
     Ok(if created {
         HttpResponse::Created().json(chat)
     } else {

@@ -27,7 +27,7 @@ pub async fn upgrade(
     if !origin_allowed(&req, &state.allowed_origins) {
         return Err(ApiError::new(ErrorCode::Forbidden, "origin not allowed"));
     }
-    if state.service.hub.session_count(&identity.user_id) >= state.max_sessions_per_user {
+    if state.hub.session_count(&identity.user_id) >= state.max_sessions_per_user {
         return Err(ApiError::new(
             ErrorCode::RateLimited,
             "too many sessions for this user",

@@ -3,7 +3,7 @@
 use super::{ChatService, ServiceError};
 use chat_shared::auth::Identity;
 use chat_shared::broker::Envelope;
-use chat_shared::domain::{ChatId, Timestamp};
+use chat_shared::domain::{ChatId, Timestamp, UserId};
 use chat_shared::protocol::rest::{CreateChatRequest, UnreadSummary};
 use chat_shared::protocol::{Chat, ServerFrame};
 use chat_shared::store::{ChatRecord, ChatUpsert, NewChat};
@@ -37,7 +37,7 @@ impl ChatService {
         self.access.remember(record.id, record.participants());
         if !matches!(upsert, ChatUpsert::Unchanged(_)) {
             for user in [&record.patient_id, &record.doctor_id] {
-                let chat = self.view(&record, user);
+                let chat = self.view(&record, user).await;
                 let frame = ServerFrame::Chat { chat };
                 if let Err(e) = self.broker.publish(user, Envelope::new(None, &frame)).await {
                     // The chat exists; clients also see it in their next listing.
@@ -52,7 +52,13 @@ impl ChatService {
     pub async fn list_chats(&self, who: &Identity) -> Result<Vec<Chat>, ServiceError> {
         let mut records = self.store.chats_of(&who.user_id, who.role).await?;
         records.sort_by_key(|r| std::cmp::Reverse((r.last_activity(), r.id)));
-        Ok(records.iter().map(|r| self.view(r, &who.user_id)).collect())
+        let peers: Vec<UserId> = records.iter().map(|r| peer_of(r, &who.user_id)).collect();
+        let online = self.online(&peers).await;
+        Ok(records
+            .iter()
+            .zip(online)
+            .map(|(r, online)| r.view_for(&who.user_id, online))
+            .collect())
     }
 
     /// Unread counts per chat and in total.
@@ -68,13 +74,29 @@ impl ChatService {
         })
     }
 
-    /// A record as `viewer` sees it, with the peer's presence as known here.
-    pub fn view(&self, record: &ChatRecord, viewer: &chat_shared::domain::UserId) -> Chat {
-        let peer = record
-            .participants()
-            .peer_of(viewer)
-            .cloned()
-            .unwrap_or_else(|| record.doctor_id.clone());
-        record.view_for(viewer, self.hub.is_local(&peer))
+    /// A record as `viewer` sees it, with the peer's presence.
+    pub async fn view(&self, record: &ChatRecord, viewer: &UserId) -> Chat {
+        let online = self.online(&[peer_of(record, viewer)]).await;
+        record.view_for(viewer, online.first().copied().unwrap_or(false))
     }
+
+    /// Presence of each user; reported offline when the broker is unreachable,
+    /// which must not fail a listing.
+    async fn online(&self, users: &[UserId]) -> Vec<bool> {
+        match self.presence.online(users).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "presence lookup failed");
+                vec![false; users.len()]
+            }
+        }
+    }
+}
+
+fn peer_of(record: &ChatRecord, viewer: &UserId) -> UserId {
+    record
+        .participants()
+        .peer_of(viewer)
+        .cloned()
+        .unwrap_or_else(|| record.doctor_id.clone())
 }

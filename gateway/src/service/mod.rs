@@ -9,8 +9,7 @@ pub mod chats;
 pub mod messages;
 
 use crate::access::{Access, AccessError};
-use crate::hub::Hub;
-use chat_shared::broker::{Broker, BrokerError};
+use chat_shared::broker::{Broker, BrokerError, Presence};
 use chat_shared::protocol::ErrorCode;
 use chat_shared::store::{Store, StoreError};
 use std::sync::Arc;
@@ -71,6 +70,6 @@ pub struct ChatService {
     pub store: Arc<dyn Store>,
     /// Access decisions.
     pub access: Access,
-    /// This node's sessions (for presence in listings).
-    pub hub: Arc<Hub>,
+    /// Who is online (for `peer.online`).
+    pub presence: Arc<dyn Presence>,
 }

@@ -132,7 +132,7 @@ pub async fn run(
         session_id: id,
         server_time: Timestamp::now(),
     });
-    let first = state.service.hub.register(
+    let first = state.hub.register(
         &user,
         SessionHandle {
             id,
@@ -148,6 +148,7 @@ pub async fn run(
             tracing::warn!(error = %e, "subscribing a user failed");
         }
     }
+    state.presence.opened(&user).await;
     let writer = tokio::spawn(write_loop(
         socket.clone(),
         rx,
@@ -157,11 +158,12 @@ pub async fn run(
 
     let ending = read_loop(&mut session, socket.clone(), stream).await;
 
-    if state.service.hub.unregister(&user, id) {
+    if state.hub.unregister(&user, id) {
         if let Err(e) = state.service.broker.unsubscribe(&user).await {
             tracing::debug!(error = %e, "unsubscribing a user failed");
         }
     }
+    state.presence.closed(&user).await;
     state.metrics.connections.dec();
     let code = match ending {
         Ending::ClientGone => 1000,

@@ -133,6 +133,11 @@ impl Cluster {
             send_rate: NonZeroU32::new(200).expect("rate"),
             send_burst: NonZeroU32::new(400).expect("burst"),
             max_sessions_per_user: 300,
+            presence: chat_gateway::presence::PresenceSettings {
+                ttl: Duration::from_secs(2),
+                grace: Duration::from_millis(200),
+                tick: Duration::from_millis(100),
+            },
         };
         adjust(&mut settings);
         let draining = CancellationToken::new();

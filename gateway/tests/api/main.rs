@@ -12,4 +12,5 @@ mod helpers;
 mod limits;
 mod messaging;
 mod persistence;
+mod presence;
 mod unread;

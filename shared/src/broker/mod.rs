@@ -13,10 +13,12 @@
 //!   member of a consumer group, acknowledge after the store confirmed.
 //!
 //! Deliveries to this node's users come back through an [`Inbox`] handed to the
-//! engine at construction; the engine never blocks on it.
+//! engine at construction; the engine never blocks on it. [`Presence`] tracks
+//! who is online across nodes.
 
 pub mod envelope;
 pub mod event;
+mod presence;
 pub mod redis;
 pub mod template;
 
@@ -25,6 +27,7 @@ use crate::protocol::Message;
 use async_trait::async_trait;
 pub use envelope::Envelope;
 pub use event::{StreamEntry, StreamEvent};
+pub use presence::Presence;
 use std::time::Duration;
 
 /// Why a broker operation failed.

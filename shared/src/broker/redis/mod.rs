@@ -8,6 +8,7 @@
 //! command would stall a multiplexed connection.
 
 pub mod keys;
+mod presence;
 pub mod pubsub;
 pub mod scripts;
 pub mod stream;
