@@ -104,6 +104,12 @@ pub struct RedisArgs {
     /// Number of multiplexed pub/sub connections per gateway node.
     #[arg(long, env = "REDIS_PUBSUB_CONNECTIONS", default_value_t = 2)]
     pub redis_pubsub_connections: usize,
+    /// Replicas that must confirm an append (`WAIT`) before it is acknowledged; 0 = none.
+    #[arg(long, env = "REDIS_WAIT_REPLICAS", default_value_t = 0)]
+    pub redis_wait_replicas: u32,
+    /// How long to wait for those replicas, in milliseconds.
+    #[arg(long, env = "REDIS_WAIT_TIMEOUT_MS", default_value_t = 500)]
+    pub redis_wait_timeout_ms: u64,
 }
 
 /// Validated Redis settings.
@@ -115,6 +121,10 @@ pub struct RedisSettings {
     pub timeout: Duration,
     /// Pub/sub connections per node (≥ 1).
     pub pubsub_connections: usize,
+    /// Replicas that must confirm each append (0: none).
+    pub wait_replicas: u32,
+    /// How long to wait for them.
+    pub wait_timeout: Duration,
 }
 
 impl RedisArgs {
@@ -134,10 +144,18 @@ impl RedisArgs {
                 "must be 1..=64",
             ));
         }
+        if self.redis_wait_replicas > 0 && self.redis_wait_timeout_ms == 0 {
+            return Err(ConfigError::new(
+                "REDIS_WAIT_TIMEOUT_MS",
+                "must be positive",
+            ));
+        }
         Ok(Some(RedisSettings {
             url: url.clone(),
             timeout: Duration::from_millis(self.redis_timeout_ms),
             pubsub_connections: self.redis_pubsub_connections,
+            wait_replicas: self.redis_wait_replicas,
+            wait_timeout: Duration::from_millis(self.redis_wait_timeout_ms),
         }))
     }
 }
@@ -249,6 +267,7 @@ mod tests {
             redis_url: Some("http://x".into()),
             redis_timeout_ms: 100,
             redis_pubsub_connections: 1,
+            ..Default::default()
         };
         assert_eq!(bad.validate().unwrap_err().var, "REDIS_URL");
     }

@@ -69,6 +69,8 @@ fn settings(server: &RedisServer) -> RedisSettings {
         // One shard: deliveries of all users then arrive in publish order, which
         // lets a sentinel publish prove that nothing else is on its way.
         pubsub_connections: 1,
+        wait_replicas: 0,
+        wait_timeout: Duration::from_millis(500),
     }
 }
 
@@ -550,6 +552,8 @@ async fn with_several_pubsub_connections_every_subscribed_user_gets_their_own_ev
     let broker = RedisBroker::connect(
         &RedisSettings {
             pubsub_connections: 4,
+            wait_replicas: 0,
+            wait_timeout: Duration::from_millis(500),
             ..settings(&server)
         },
         Some(inbox as Arc<dyn Inbox>),
@@ -1123,4 +1127,46 @@ async fn two_consumers_in_the_group_split_the_entries_without_overlap() {
     assert_eq!(all_seqs, (1..=TOTAL as u64).collect::<Vec<_>>());
     assert_nothing_more(&a).await;
     assert_nothing_more(&b).await;
+}
+
+#[tokio::test]
+async fn with_wait_replicas_an_append_is_acknowledged_only_once_a_replica_has_it() {
+    let primary = RedisServer::start();
+    let broker = RedisBroker::connect(
+        &RedisSettings {
+            wait_replicas: 1,
+            wait_timeout: Duration::from_millis(200),
+            ..settings(&primary)
+        },
+        None,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let chat = TestChat::new();
+    let draft = chat.draft("c-1", "needs a replica");
+    let origin = SessionId::generate();
+    // No replica: the append is refused as unavailable (never acknowledged).
+    let refused = broker
+        .append_message(&draft, &chat.participants(), origin, Some(0))
+        .await;
+    assert!(
+        matches!(refused, Err(BrokerError::Unavailable(_))),
+        "{refused:?}"
+    );
+
+    // With a replica attached, the client's retry (same client_msg_id) is
+    // acknowledged — as the original message, stored once.
+    let _replica = RedisServer::replica_of(&primary);
+    let acked = eventually(Duration::from_secs(20), "the replica confirms", || async {
+        broker
+            .append_message(&draft, &chat.participants(), origin, None)
+            .await
+            .ok()
+    })
+    .await;
+    assert_eq!(acked.message().seq, 1);
+    assert!(matches!(acked, Appended::Duplicate(_)));
+    let next = append(&broker, &chat, "c-2").await;
+    assert_eq!(next.seq, 2);
 }

@@ -47,6 +47,7 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     child: Option<Child>,
     aof: bool,
+    primary: Option<u16>,
 }
 
 impl RedisServer {
@@ -63,6 +64,20 @@ impl RedisServer {
             dir: tempfile::tempdir().unwrap(),
             child: None,
             aof,
+            primary: None,
+        };
+        s.spawn();
+        s
+    }
+
+    /// Starts a replica of `primary` (for tests of `WAIT`-based durability).
+    pub fn replica_of(primary: &RedisServer) -> Self {
+        let mut s = Self {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+            aof: false,
+            primary: Some(primary.port),
         };
         s.spawn();
         s
@@ -82,6 +97,11 @@ impl RedisServer {
             .arg("no")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if let Some(primary) = self.primary {
+            cmd.arg("--replicaof")
+                .arg("127.0.0.1")
+                .arg(primary.to_string());
+        }
         if self.aof {
             cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {

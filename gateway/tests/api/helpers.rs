@@ -91,6 +91,8 @@ impl Cluster {
             url: self.redis.url(),
             timeout: Duration::from_secs(2),
             pubsub_connections: 2,
+            wait_replicas: 0,
+            wait_timeout: Duration::from_millis(500),
         }
     }
 

@@ -33,9 +33,19 @@ pub const DEFAULT_RECENT_WINDOW: usize = 500;
 /// How long a `client_msg_id` is remembered for idempotent re-sends.
 pub const DEFAULT_IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 
+/// How many replicas must have an append before it is acknowledged.
+#[derive(Debug, Clone, Copy)]
+struct Replication {
+    replicas: u32,
+    timeout: Duration,
+}
+
 /// The Redis broker engine.
 pub struct RedisBroker {
     conn: ConnectionManager,
+    /// With `REDIS_WAIT_REPLICAS`: dedicated connections for appends, because
+    /// `WAIT` blocks its connection and would stall the multiplexed one.
+    durable: Option<(deadpool_redis::Pool, Replication)>,
     timeout: Duration,
     subscriber: Option<pubsub::Subscriber>,
     recent_window: usize,
@@ -70,8 +80,21 @@ impl RedisBroker {
                 shutdown,
             )
         });
+        let durable = match settings.wait_replicas {
+            0 => None,
+            replicas => Some((
+                deadpool_redis::Config::from_url(settings.url.as_str())
+                    .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+                    .map_err(|e| BrokerError::Unavailable(format!("REDIS_URL: {e}")))?,
+                Replication {
+                    replicas,
+                    timeout: settings.wait_timeout,
+                },
+            )),
+        };
         Ok(Self {
             conn,
+            durable,
             timeout: settings.timeout,
             subscriber,
             recent_window: DEFAULT_RECENT_WINDOW,
@@ -119,6 +142,46 @@ fn decode_message(json: &str) -> Result<Message, BrokerError> {
     serde_json::from_str(json).map_err(|e| BrokerError::Protocol(format!("stored message: {e}")))
 }
 
+impl RedisBroker {
+    /// Runs an append script; with `REDIS_WAIT_REPLICAS` set, on a dedicated
+    /// connection followed by `WAIT`, so the append is acknowledged only once
+    /// enough replicas have it. When they do not confirm in time the caller is
+    /// told `unavailable` (the client retries with the same `client_msg_id`
+    /// and gets the original message back, so nothing is stored twice).
+    async fn append<T: redis::FromRedisValue>(
+        &self,
+        chat: ChatId,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, BrokerError> {
+        let Some((pool, replication)) = &self.durable else {
+            let mut conn = self.conn.clone();
+            return with_timeout_for(Some(chat), self.timeout, invocation.invoke_async(&mut conn))
+                .await;
+        };
+        let mut conn = tokio::time::timeout(self.timeout, pool.get())
+            .await
+            .map_err(|_| BrokerError::Unavailable("redis pool timed out".into()))?
+            .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        let value: T =
+            with_timeout_for(Some(chat), self.timeout, invocation.invoke_async(&mut conn)).await?;
+        let acked: u32 = with_timeout(
+            self.timeout + replication.timeout,
+            redis::cmd("WAIT")
+                .arg(replication.replicas)
+                .arg(replication.timeout.as_millis() as u64)
+                .query_async(&mut conn),
+        )
+        .await?;
+        if acked < replication.replicas {
+            return Err(BrokerError::Unavailable(format!(
+                "append reached {acked} of {} replicas in time",
+                replication.replicas
+            )));
+        }
+        Ok(value)
+    }
+}
+
 #[async_trait]
 impl Broker for RedisBroker {
     async fn append_message(
@@ -142,13 +205,7 @@ impl Broker for RedisBroker {
             .arg(keys::user_channel(&participants.patient))
             .arg(keys::user_channel(&participants.doctor))
             .arg(Envelope::prefix(Some(origin)));
-        let mut conn = self.conn.clone();
-        let (stored, json): (i64, String) = with_timeout_for(
-            Some(draft.chat_id),
-            self.timeout,
-            invocation.invoke_async(&mut conn),
-        )
-        .await?;
+        let (stored, json): (i64, String) = self.append(draft.chat_id, &invocation).await?;
         let message = decode_message(&json)?;
         Ok(if stored == 1 {
             Appended::New(message)
@@ -180,13 +237,7 @@ impl Broker for RedisBroker {
             .arg(floor_arg(floor_seq))
             .arg(keys::user_channel(peer))
             .arg(head);
-        let mut conn = self.conn.clone();
-        with_timeout_for(
-            Some(chat_id),
-            self.timeout,
-            invocation.invoke_async::<u64>(&mut conn),
-        )
-        .await
+        self.append(chat_id, &invocation).await
     }
 
     async fn publish(&self, user: &UserId, envelope: Envelope) -> Result<(), BrokerError> {
