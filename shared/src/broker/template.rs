@@ -5,7 +5,7 @@
 //! serializes the message with `seq` as the first field and splits the text
 //! there: the script only concatenates `{"seq":` + seq + rest.
 
-use super::MessageDraft;
+use super::{BrokerError, MessageDraft};
 use crate::protocol::Message;
 
 /// The JSON text that precedes the `seq` digits.
@@ -19,17 +19,19 @@ pub struct MessageTemplate {
 }
 
 impl MessageTemplate {
-    /// Builds the template for a draft.
-    pub fn new(draft: &MessageDraft) -> Self {
-        let json = serde_json::to_string(&to_message(draft, 0)).unwrap_or_default();
-        // `seq` is the first field of `Message`, so the text starts with the prefix
-        // followed by the digit 0; a unit test guards this.
+    /// Builds the template for a draft. `seq` is the first field of `Message`,
+    /// so the JSON starts with the prefix followed by the digit 0 (a unit test
+    /// guards this); anything else is refused rather than appended broken.
+    pub fn new(draft: &MessageDraft) -> Result<Self, BrokerError> {
+        let json = serde_json::to_string(&to_message(draft, 0))
+            .map_err(|e| BrokerError::Protocol(format!("serializing a message: {e}")))?;
         let rest = json
             .strip_prefix(SEQ_PREFIX)
             .and_then(|r| r.strip_prefix('0'))
-            .unwrap_or_default()
-            .to_owned();
-        Self { rest }
+            .ok_or_else(|| BrokerError::Protocol("message JSON does not start with seq".into()))?;
+        Ok(Self {
+            rest: rest.to_owned(),
+        })
     }
 
     /// The full JSON for a given `seq` (what the script produces).
@@ -68,7 +70,7 @@ mod tests {
             client_msg_id: ClientMsgId::parse("c-9").unwrap(),
             created_at: Timestamp::now(),
         };
-        let t = MessageTemplate::new(&draft);
+        let t = MessageTemplate::new(&draft).unwrap();
         assert!(t.rest.starts_with(",\"id\":"));
         for seq in [1, 42, u64::MAX] {
             let rendered = t.render(seq);

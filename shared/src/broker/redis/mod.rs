@@ -191,7 +191,7 @@ impl Broker for RedisBroker {
         origin: SessionId,
         floor_seq: Option<u64>,
     ) -> Result<Appended, BrokerError> {
-        let template = MessageTemplate::new(draft);
+        let template = MessageTemplate::new(draft)?;
         let mut invocation = scripts::APPEND_MESSAGE.prepare_invoke();
         invocation
             .key(keys::seq(draft.chat_id))
