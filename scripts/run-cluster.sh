@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A local cluster on loopback: redis-server, nx-27017 (MongoDB wire protocol),
-# a persister and two gateway nodes. Installs redis-server and nx-27017 if
+# a persister and two gateway nodes in --dev mode (demo users and client). Installs redis-server and nx-27017 if
 # missing. Ctrl-C stops everything.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -37,9 +37,9 @@ done
 
 NODE_ID=persister-1 PERSISTER_ADDR=127.0.0.1:9091 target/release/chat-persister &
 pids+=($!)
-NODE_ID=gateway-a GATEWAY_ADDR=127.0.0.1:8080 target/release/chat-gateway &
+NODE_ID=gateway-a GATEWAY_ADDR=127.0.0.1:8080 target/release/chat-gateway --dev &
 pids+=($!)
-NODE_ID=gateway-b GATEWAY_ADDR=127.0.0.1:8081 target/release/chat-gateway &
+NODE_ID=gateway-b GATEWAY_ADDR=127.0.0.1:8081 target/release/chat-gateway --dev &
 pids+=($!)
 
 token() { # sub role: an HS256 token valid for a day
@@ -55,7 +55,8 @@ PY
 
 cat <<MSG
 
-Local cluster running:
+Local cluster running (--dev: demo users, /dev/token, demo client):
+  open        http://127.0.0.1:8080/  and  http://127.0.0.1:8081/  (one tab per demo user)
   gateway A   http://127.0.0.1:8080   (ws://127.0.0.1:8080/ws)
   gateway B   http://127.0.0.1:8081   (ws://127.0.0.1:8081/ws)
   persister   http://127.0.0.1:9091/metrics

@@ -1,12 +1,15 @@
 //! The gateway's configuration: environment variables of the contract (flags
 //! mirror them), validated once into [`Settings`].
 
+use crate::dev::DevSettings;
 use crate::presence::PresenceSettings;
+use chat_shared::auth::{KeySource, TokenSigner};
 use chat_shared::config::{
     node_id, AuthArgs, AuthSettings, ConfigError, MongoArgs, MongoSettings, RedisArgs,
     RedisSettings,
 };
 use chat_shared::domain::DEFAULT_MAX_MESSAGE_CHARS;
+use secrecy::SecretString;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
@@ -20,6 +23,9 @@ use std::time::Duration;
     about = "WebSocket + REST chat gateway node"
 )]
 pub struct Args {
+    /// Development mode: demo users and chats, `/dev/token`, the demo client at `/`.
+    #[arg(long)]
+    pub dev: bool,
     /// Listen address.
     #[arg(long, env = "GATEWAY_ADDR", default_value = "127.0.0.1:8080")]
     pub gateway_addr: SocketAddr,
@@ -102,6 +108,8 @@ pub struct Settings {
     pub max_sessions_per_user: usize,
     /// `PRESENCE_TTL_MS`, `PRESENCE_GRACE_MS`.
     pub presence: PresenceSettings,
+    /// `--dev`.
+    pub dev: Option<DevSettings>,
 }
 
 impl Args {
@@ -117,7 +125,23 @@ impl Args {
             .mongo
             .validate()?
             .ok_or_else(|| ConfigError::new("MONGODB_URL", "required in cluster mode"))?;
-        let auth = self.auth.validate(None)?;
+        // --dev may run without a secret: one is generated for this process.
+        let generated = self
+            .dev
+            .then(|| SecretString::from(format!("{}{}", ulid::Ulid::new(), ulid::Ulid::new())));
+        let auth = self.auth.validate(generated)?;
+        let dev = match (&auth.source, self.dev) {
+            (_, false) => None,
+            (KeySource::Secret(secret), true) => Some(DevSettings {
+                signer: TokenSigner::hs256(secret),
+            }),
+            (KeySource::PublicKeyPem(_), true) => {
+                return Err(ConfigError::new(
+                    "JWT_PUBLIC_KEY_FILE",
+                    "--dev mints HS256 tokens: use JWT_SECRET (or nothing) with --dev",
+                ))
+            }
+        };
         if !(1..=100_000).contains(&self.max_message_chars) {
             return Err(ConfigError::new("MAX_MESSAGE_CHARS", "must be 1..=100000"));
         }
@@ -186,6 +210,7 @@ impl Args {
                 // Heartbeats several times per TTL, so one late beat never kills a node.
                 tick: Duration::from_millis((self.presence_ttl_ms / 5).min(1000)),
             },
+            dev,
         })
     }
 }

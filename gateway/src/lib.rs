@@ -6,6 +6,7 @@
 //!
 //! - [`configuration`]: flags/environment, validated once into [`configuration::Settings`];
 //! - [`startup`]: builds the engines, the shared state and the HTTP server;
+//! - [`dev`]: `--dev` demo users, chats and token minting (the client is in `web/`);
 //! - [`routes`]: thin HTTP handlers (REST, health, metrics, the `/ws` upgrade);
 //! - [`authn`]: bearer-token extraction and role gates (401/403 before any work);
 //! - [`access`]: who may touch which chat — the one place access is decided;
@@ -21,6 +22,7 @@
 pub mod access;
 pub mod authn;
 pub mod configuration;
+pub mod dev;
 pub mod error;
 pub mod hub;
 pub mod limits;

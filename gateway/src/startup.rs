@@ -168,14 +168,26 @@ impl Application {
             source,
         })?;
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        if settings.dev.is_some() {
+            eprintln!("{}", crate::dev::WARNING);
+            tracing::warn!("--dev: development mode is on");
+            crate::dev::seed(&state.service)
+                .await
+                .map_err(|e| StartupError::Store(StoreError::Unavailable(e)))?;
+        }
         tokio::spawn(forget_idle_limits(state.clone(), stop.clone()));
+        let dev = settings.dev.clone().map(web::Data::new);
         let origins = settings.allowed_origins.clone();
         let app_state = state.clone();
         let server = HttpServer::new(move || {
-            App::new()
+            let app = App::new()
                 .wrap(cors(&origins))
                 .app_data(app_state.clone())
-                .configure(routes::configure)
+                .configure(routes::configure);
+            match &dev {
+                Some(dev) => app.app_data(dev.clone()).configure(routes::dev::configure),
+                None => app,
+            }
         })
         .disable_signals()
         .shutdown_timeout(5)

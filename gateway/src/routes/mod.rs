@@ -3,9 +3,11 @@
 //!
 //! - [`chats`]: `/api/chats…` and `/api/unread`;
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`;
-//! - [`ws`]: the `/ws` upgrade.
+//! - [`ws`]: the `/ws` upgrade;
+//! - [`dev`]: `/dev/*` and the demo client (only with `--dev`).
 
 pub mod chats;
+pub mod dev;
 pub mod health;
 pub mod ws;
 

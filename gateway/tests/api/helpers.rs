@@ -140,6 +140,7 @@ impl Cluster {
                 grace: Duration::from_millis(200),
                 tick: Duration::from_millis(100),
             },
+            dev: None,
         };
         adjust(&mut settings);
         let draining = CancellationToken::new();

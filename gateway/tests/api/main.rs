@@ -7,6 +7,7 @@
 mod access;
 mod bad_input;
 mod chats;
+mod dev;
 mod drain;
 mod helpers;
 mod limits;
