@@ -77,17 +77,32 @@ pub struct Args {
     pub drain_seconds: u64,
 }
 
+/// Which engines run behind the gateway, chosen by configuration alone.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// `REDIS_URL` set: Redis broker, MongoDB store, separate persisters.
+    Cluster {
+        /// Redis.
+        redis: RedisSettings,
+        /// MongoDB.
+        mongo: MongoSettings,
+        /// MongoDB operation timeout.
+        mongo_timeout: Duration,
+    },
+    /// `REDIS_URL` unset: in-process broker and persister, embedded store in `DATA_DIR`.
+    Standalone {
+        /// `DATA_DIR`.
+        data_dir: PathBuf,
+    },
+}
+
 /// Validated settings.
 #[derive(Clone)]
 pub struct Settings {
     /// Listen address.
     pub addr: SocketAddr,
-    /// Redis.
-    pub redis: RedisSettings,
-    /// MongoDB.
-    pub mongo: MongoSettings,
-    /// MongoDB operation timeout.
-    pub mongo_timeout: Duration,
+    /// Cluster or standalone, with that mode's engines.
+    pub mode: Mode,
     /// Token verification.
     pub auth: AuthSettings,
     /// Allowed origins; empty means any.
@@ -115,16 +130,37 @@ pub struct Settings {
 impl Args {
     /// Validates everything, naming the first bad variable.
     pub fn validate(&self) -> Result<Settings, ConfigError> {
-        let redis = self.redis.validate()?.ok_or_else(|| {
-            ConfigError::new(
-                "REDIS_URL",
-                "required (standalone mode without Redis is not available in this build)",
-            )
-        })?;
-        let mongo = self
-            .mongo
-            .validate()?
-            .ok_or_else(|| ConfigError::new("MONGODB_URL", "required in cluster mode"))?;
+        if self.mongodb_timeout_ms == 0 {
+            return Err(ConfigError::new("MONGODB_TIMEOUT_MS", "must be positive"));
+        }
+        let mode = match (self.redis.validate()?, self.mongo.validate()?) {
+            (Some(redis), Some(mongo)) => Mode::Cluster {
+                redis,
+                mongo,
+                mongo_timeout: Duration::from_millis(self.mongodb_timeout_ms),
+            },
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "MONGODB_URL",
+                    "required in cluster mode (REDIS_URL is set)",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "MONGODB_URL",
+                    "set without REDIS_URL: standalone mode keeps its data in DATA_DIR \
+                     (unset MONGODB_URL, or set REDIS_URL for cluster mode)",
+                ))
+            }
+            (None, None) => {
+                if self.data_dir.as_os_str().is_empty() {
+                    return Err(ConfigError::new("DATA_DIR", "must not be empty"));
+                }
+                Mode::Standalone {
+                    data_dir: self.data_dir.clone(),
+                }
+            }
+        };
         // --dev may run without a secret: one is generated for this process.
         let generated = self
             .dev
@@ -147,9 +183,6 @@ impl Args {
         }
         if !(8..=65_536).contains(&self.session_queue) {
             return Err(ConfigError::new("SESSION_QUEUE", "must be 8..=65536"));
-        }
-        if self.mongodb_timeout_ms == 0 {
-            return Err(ConfigError::new("MONGODB_TIMEOUT_MS", "must be positive"));
         }
         let send_rate = NonZeroU32::new(self.send_rate_per_second)
             .ok_or_else(|| ConfigError::new("SEND_RATE_PER_SECOND", "must be positive"))?;
@@ -192,9 +225,7 @@ impl Args {
         }
         Ok(Settings {
             addr: self.gateway_addr,
-            redis,
-            mongo,
-            mongo_timeout: Duration::from_millis(self.mongodb_timeout_ms),
+            mode,
             auth,
             allowed_origins,
             node_id: node_id(self.node_id.as_deref())?,

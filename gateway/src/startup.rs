@@ -3,7 +3,7 @@
 //! [`Application::build`], so tests exercise exactly what production runs.
 
 use crate::access::Access;
-use crate::configuration::Settings;
+use crate::configuration::{Mode, Settings};
 use crate::hub::Hub;
 use crate::limits::SendLimiter;
 use crate::metrics::GatewayMetrics;
@@ -11,9 +11,13 @@ use crate::presence::PresenceService;
 use crate::routes;
 use crate::service::ChatService;
 use actix_web::{web, App, HttpServer};
+use chat_persister::metrics::PersisterMetrics;
+use chat_persister::worker::{Worker, WorkerSettings};
 use chat_shared::auth::TokenVerifier;
+use chat_shared::broker::local::{Local, LocalBroker};
 use chat_shared::broker::redis::RedisBroker;
 use chat_shared::broker::{Broker, BrokerError, Inbox, Presence};
+use chat_shared::store::embedded::EmbeddedStore;
 use chat_shared::store::mongo::MongoStore;
 use chat_shared::store::{Store, StoreError};
 use std::net::TcpListener;
@@ -105,6 +109,63 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
     )
 }
 
+/// The broker and store a node talks to.
+struct Engines {
+    broker: Arc<dyn Broker>,
+    presence: Arc<dyn Presence>,
+    store: Arc<dyn Store>,
+}
+
+/// Cluster mode: Redis and MongoDB (persisters run separately). Standalone
+/// mode: the in-process broker and embedded store in one redb file, and the
+/// persister loop in this process — the same `Worker` the persister binary runs.
+async fn connect_engines(
+    mode: &Mode,
+    inbox: Arc<dyn Inbox>,
+    metrics: &GatewayMetrics,
+    stop: CancellationToken,
+) -> Result<Engines, StartupError> {
+    match mode {
+        Mode::Cluster {
+            redis,
+            mongo,
+            mongo_timeout,
+        } => {
+            let store = MongoStore::connect(mongo, *mongo_timeout).await?;
+            store.prepare().await?;
+            let redis = Arc::new(RedisBroker::connect(redis, Some(inbox), stop).await?);
+            Ok(Engines {
+                broker: redis.clone(),
+                presence: redis,
+                store: Arc::new(store),
+            })
+        }
+        Mode::Standalone { data_dir } => {
+            tracing::info!(data_dir = %data_dir.display(), "standalone mode: in-process broker, embedded store");
+            let dir = data_dir.clone();
+            let embedded = tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir))
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))??;
+            let local = Local(Arc::new(LocalBroker::new(embedded.database(), inbox)?));
+            let store: Arc<dyn Store> = Arc::new(embedded);
+            let broker: Arc<dyn Broker> = Arc::new(local.clone());
+            let worker = Worker::new(
+                Arc::new(local.clone()),
+                store.clone(),
+                broker.clone(),
+                PersisterMetrics::new(&metrics.registry)?,
+                WorkerSettings::default(),
+            );
+            tokio::spawn(worker.run(stop));
+            Ok(Engines {
+                broker,
+                presence: Arc::new(local),
+                store,
+            })
+        }
+    }
+}
+
 /// Periodically drops rate-limit state of users who are back to a full budget.
 async fn forget_idle_limits(state: web::Data<AppState>, stop: CancellationToken) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -126,14 +187,12 @@ impl Application {
         let stop = CancellationToken::new();
         let metrics = GatewayMetrics::new()?;
         let hub = Arc::new(Hub::new(metrics.clone()));
-        let store = MongoStore::connect(&settings.mongo, settings.mongo_timeout).await?;
-        store.prepare().await?;
-        let store: Arc<dyn Store> = Arc::new(store);
         let inbox: Arc<dyn Inbox> = hub.clone();
-        let redis =
-            Arc::new(RedisBroker::connect(&settings.redis, Some(inbox), stop.clone()).await?);
-        let broker: Arc<dyn Broker> = redis.clone();
-        let presence_engine: Arc<dyn Presence> = redis;
+        let Engines {
+            broker,
+            presence: presence_engine,
+            store,
+        } = connect_engines(&settings.mode, inbox, &metrics, stop.clone()).await?;
         let presence = Arc::new(PresenceService {
             presence: presence_engine.clone(),
             broker: broker.clone(),

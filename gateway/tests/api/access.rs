@@ -1,6 +1,6 @@
 //! Identity and access rules of the contract.
 
-use crate::helpers::{claims, upgrade_status, Client, Cluster};
+use crate::helpers::{claims, upgrade_status, Backend, Client, Cluster};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chat_shared::auth::TokenSigner;
@@ -17,9 +17,8 @@ fn alg_none_token(sub: &str, role: &str) -> String {
     format!("{header}.{payload}.")
 }
 
-#[tokio::test]
-async fn bad_missing_or_expired_tokens_get_401_before_any_upgrade() {
-    let cluster = Cluster::start_with(1, false).await;
+async fn bad_missing_or_expired_tokens_get_401_before_any_upgrade(backend: Backend) {
+    let cluster = Cluster::start_in(backend, 1, false).await;
     let port = cluster.nodes[0].port;
     let forged = TokenSigner::hs256(&SecretString::from("some-other-secret-some-other-secret"))
         .token_for("pat-a", Role::Patient, None, 600)
@@ -56,9 +55,8 @@ async fn bad_missing_or_expired_tokens_get_401_before_any_upgrade() {
     assert_eq!(resp.status(), 401);
 }
 
-#[tokio::test]
-async fn the_token_may_come_from_the_access_token_query_parameter() {
-    let cluster = Cluster::start_with(1, false).await;
+async fn the_token_may_come_from_the_access_token_query_parameter(backend: Backend) {
+    let cluster = Cluster::start_in(backend, 1, false).await;
     let token = cluster.token("pat-q", Role::Patient);
     assert_eq!(
         upgrade_status(
@@ -72,9 +70,8 @@ async fn the_token_may_come_from_the_access_token_query_parameter() {
     );
 }
 
-#[tokio::test]
-async fn admins_services_and_unknown_roles_may_not_chat() {
-    let cluster = Cluster::start_with(1, false).await;
+async fn admins_services_and_unknown_roles_may_not_chat(backend: Backend) {
+    let cluster = Cluster::start_in(backend, 1, false).await;
     let port = cluster.nodes[0].port;
     for role in [Role::Admin, Role::Service] {
         let token = cluster.token("someone", role);
@@ -99,9 +96,8 @@ async fn admins_services_and_unknown_roles_may_not_chat() {
     );
 }
 
-#[tokio::test]
-async fn only_the_service_role_creates_chats() {
-    let cluster = Cluster::start_with(1, false).await;
+async fn only_the_service_role_creates_chats(backend: Backend) {
+    let cluster = Cluster::start_in(backend, 1, false).await;
     for role in [Role::Patient, Role::Doctor, Role::Admin] {
         let resp = cluster
             .http
@@ -115,9 +111,10 @@ async fn only_the_service_role_creates_chats() {
     }
 }
 
-#[tokio::test]
-async fn a_chat_that_is_not_yours_is_indistinguishable_from_one_that_does_not_exist() {
-    let cluster = Cluster::start_with(1, false).await;
+async fn a_chat_that_is_not_yours_is_indistinguishable_from_one_that_does_not_exist(
+    backend: Backend,
+) {
+    let cluster = Cluster::start_in(backend, 1, false).await;
     let chat = cluster.create_chat("pat-o", "doc-o", "appt-o").await;
     let chat_id = chat.id.to_string();
     let missing = chat_shared::domain::ChatId::generate().to_string();
@@ -151,9 +148,8 @@ async fn a_chat_that_is_not_yours_is_indistinguishable_from_one_that_does_not_ex
     let _ = Client::connect;
 }
 
-#[tokio::test]
-async fn websocket_upgrades_from_foreign_origins_are_refused() {
-    let cluster = Cluster::start_with(1, false).await;
+async fn websocket_upgrades_from_foreign_origins_are_refused(backend: Backend) {
+    let cluster = Cluster::start_in(backend, 1, false).await;
     let port = cluster.nodes[0].port;
     let auth = format!("Bearer {}", cluster.token("pat-x", Role::Patient));
     assert_eq!(
@@ -166,9 +162,8 @@ async fn websocket_upgrades_from_foreign_origins_are_refused() {
     );
 }
 
-#[tokio::test]
-async fn cors_grants_exactly_the_allowed_origins() {
-    let cluster = Cluster::start_with(1, false).await;
+async fn cors_grants_exactly_the_allowed_origins(backend: Backend) {
+    let cluster = Cluster::start_in(backend, 1, false).await;
     let preflight = |origin: &'static str| {
         cluster
             .http
@@ -187,9 +182,10 @@ async fn cors_grants_exactly_the_allowed_origins() {
     assert!(evil.headers().get("access-control-allow-origin").is_none());
 }
 
-#[tokio::test]
-async fn a_token_that_expires_during_a_session_closes_it_with_4001_unless_refreshed() {
-    let cluster = Cluster::start_with(1, false).await;
+async fn a_token_that_expires_during_a_session_closes_it_with_4001_unless_refreshed(
+    backend: Backend,
+) {
+    let cluster = Cluster::start_in(backend, 1, false).await;
     let port = cluster.nodes[0].port;
     let short = cluster.sign(&claims("pat-t", Role::Patient, 2));
 
@@ -217,3 +213,14 @@ async fn a_token_that_expires_during_a_session_closes_it_with_4001_unless_refres
         f => panic!("{f:?}"),
     }
 }
+
+crate::both_backends!(
+    bad_missing_or_expired_tokens_get_401_before_any_upgrade,
+    the_token_may_come_from_the_access_token_query_parameter,
+    admins_services_and_unknown_roles_may_not_chat,
+    only_the_service_role_creates_chats,
+    a_chat_that_is_not_yours_is_indistinguishable_from_one_that_does_not_exist,
+    websocket_upgrades_from_foreign_origins_are_refused,
+    cors_grants_exactly_the_allowed_origins,
+    a_token_that_expires_during_a_session_closes_it_with_4001_unless_refreshed,
+);

@@ -1,7 +1,7 @@
 //! Guarantee 9: bad input gets a clear error or close code, and the session and
 //! node keep serving.
 
-use crate::helpers::{Closed, Cluster};
+use crate::helpers::{Backend, Closed, Cluster};
 use chat_shared::domain::Role;
 use chat_shared::protocol::ServerFrame;
 use serde_json::json;
@@ -13,9 +13,10 @@ fn error_code(f: &ServerFrame) -> &'static str {
     }
 }
 
-#[tokio::test]
-async fn malformed_and_invalid_frames_get_error_frames_and_the_session_keeps_working() {
-    let cluster = Cluster::start_with(1, true).await;
+async fn malformed_and_invalid_frames_get_error_frames_and_the_session_keeps_working(
+    backend: Backend,
+) {
+    let cluster = Cluster::start_in(backend, 1, true).await;
     let chat = cluster.create_chat("pat-b", "doc-b", "appt-b").await;
     let chat_id = chat.id.to_string();
     let mut c = cluster.connect(0, "pat-b", Role::Patient).await;
@@ -63,9 +64,10 @@ async fn malformed_and_invalid_frames_get_error_frames_and_the_session_keeps_wor
     assert_eq!(ok.seq, 1);
 }
 
-#[tokio::test]
-async fn oversized_and_binary_frames_close_the_session_with_4008_and_the_node_keeps_serving() {
-    let cluster = Cluster::start_with(1, false).await;
+async fn oversized_and_binary_frames_close_the_session_with_4008_and_the_node_keeps_serving(
+    backend: Backend,
+) {
+    let cluster = Cluster::start_in(backend, 1, false).await;
     let chat = cluster.create_chat("pat-big", "doc-big", "appt-big").await;
     let mut c = cluster.connect(0, "pat-big", Role::Patient).await;
     c.send_text("x".repeat(64 * 1024 + 1)).await;
@@ -81,9 +83,8 @@ async fn oversized_and_binary_frames_close_the_session_with_4008_and_the_node_ke
         .await;
 }
 
-#[tokio::test]
-async fn bad_rest_input_gets_contract_errors() {
-    let cluster = Cluster::start_with(1, false).await;
+async fn bad_rest_input_gets_contract_errors(backend: Backend) {
+    let cluster = Cluster::start_in(backend, 1, false).await;
     let chat = cluster
         .create_chat("pat-rest", "doc-rest", "appt-rest")
         .await;
@@ -138,3 +139,9 @@ async fn bad_rest_input_gets_contract_errors() {
         .unwrap();
     assert_eq!(resp.status(), 400);
 }
+
+crate::both_backends!(
+    malformed_and_invalid_frames_get_error_frames_and_the_session_keeps_working,
+    oversized_and_binary_frames_close_the_session_with_4008_and_the_node_keeps_serving,
+    bad_rest_input_gets_contract_errors,
+);

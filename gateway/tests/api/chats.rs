@@ -1,13 +1,12 @@
 //! Chat creation by the booking app, listings and history paging.
 
-use crate::helpers::Cluster;
+use crate::helpers::{Backend, Cluster};
 use chat_shared::domain::Role;
 use chat_shared::protocol::ServerFrame;
 use serde_json::json;
 
-#[tokio::test]
-async fn booking_an_appointment_creates_one_chat_per_pair_idempotently() {
-    let cluster = Cluster::start().await;
+async fn booking_an_appointment_creates_one_chat_per_pair_idempotently(backend: Backend) {
+    let cluster = Cluster::start_in(backend, 2, true).await;
     let mut patient = cluster.connect(1, "pat-c", Role::Patient).await;
     let mut doctor = cluster.connect(0, "doc-c", Role::Doctor).await;
     let service = cluster.token("booking", Role::Service);
@@ -58,9 +57,8 @@ async fn booking_an_appointment_creates_one_chat_per_pair_idempotently() {
     }
 }
 
-#[tokio::test]
-async fn listings_put_the_most_recent_activity_first() {
-    let cluster = Cluster::start().await;
+async fn listings_put_the_most_recent_activity_first(backend: Backend) {
+    let cluster = Cluster::start_in(backend, 2, true).await;
     let old = cluster.create_chat("pat-l", "doc-l1", "a1").await;
     // Creation times have millisecond resolution: make sure they differ.
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -93,9 +91,8 @@ async fn listings_put_the_most_recent_activity_first() {
     assert_eq!(doctors["chats"].as_array().unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn history_pages_forward_and_backward_in_ascending_order() {
-    let cluster = Cluster::start().await;
+async fn history_pages_forward_and_backward_in_ascending_order(backend: Backend) {
+    let cluster = Cluster::start_in(backend, 2, true).await;
     let chat = cluster.create_chat("pat-h", "doc-h", "a").await;
     let chat_id = chat.id.to_string();
     let mut patient = cluster.connect(0, "pat-h", Role::Patient).await;
@@ -140,3 +137,9 @@ async fn history_pages_forward_and_backward_in_ascending_order() {
     assert_eq!(seqs(&all), (1..=12).collect::<Vec<_>>());
     assert_eq!(all["messages"][0]["body"], "m1");
 }
+
+crate::both_backends!(
+    booking_an_appointment_creates_one_chat_per_pair_idempotently,
+    listings_put_the_most_recent_activity_first,
+    history_pages_forward_and_backward_in_ascending_order,
+);

@@ -1,16 +1,15 @@
 //! `--dev`: demo users, token minting and the demo client — and their absence
 //! without it.
 
-use crate::helpers::{Client, Cluster, SECRET};
+use crate::helpers::{Backend, Client, Cluster, SECRET};
 use chat_gateway::dev::DevSettings;
 use chat_shared::auth::TokenSigner;
 use chat_shared::domain::Role;
 use secrecy::SecretString;
 use serde_json::json;
 
-#[tokio::test]
-async fn without_dev_the_dev_routes_and_the_client_do_not_exist() {
-    let cluster = Cluster::start_with(1, false).await;
+async fn without_dev_the_dev_routes_and_the_client_do_not_exist(backend: Backend) {
+    let cluster = Cluster::start_in(backend, 1, false).await;
     for path in ["/dev/users", "/", "/index.html"] {
         let resp = cluster.http.get(cluster.url(0, path)).send().await.unwrap();
         assert_eq!(resp.status(), 404, "{path}");
@@ -25,9 +24,8 @@ async fn without_dev_the_dev_routes_and_the_client_do_not_exist() {
     assert_eq!(resp.status(), 404);
 }
 
-#[tokio::test]
-async fn with_dev_demo_users_have_chats_and_can_get_tokens() {
-    let mut cluster = Cluster::start_with(0, false).await;
+async fn with_dev_demo_users_have_chats_and_can_get_tokens(backend: Backend) {
+    let mut cluster = Cluster::start_in(backend, 0, false).await;
     cluster
         .start_node_with("dev", |s| {
             s.dev = Some(DevSettings {
@@ -100,3 +98,8 @@ async fn with_dev_demo_users_have_chats_and_can_get_tokens() {
     assert_eq!(resp.status(), 200, "the seeded chat exists");
     let _ = Role::Doctor;
 }
+
+crate::both_backends!(
+    without_dev_the_dev_routes_and_the_client_do_not_exist,
+    with_dev_demo_users_have_chats_and_can_get_tokens,
+);

@@ -2,7 +2,7 @@
 //! nodes and a persister built exactly as `main` builds them, on random ports;
 //! and a WebSocket client that speaks the contract.
 
-use chat_gateway::configuration::Settings;
+use chat_gateway::configuration::{Mode, Settings};
 use chat_gateway::startup::Application;
 use chat_shared::auth::{Claims, TokenSigner};
 use chat_shared::config::{AuthArgs, MongoSettings, RedisSettings};
@@ -42,12 +42,29 @@ pub struct PersisterHandle {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// Redis + MongoDB + gateways (+ persister).
+/// Which engines the nodes under test run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Redis + MongoDB, persister replicas in-process.
+    Cluster,
+    /// One standalone node: in-process broker and persister, embedded store.
+    Standalone,
+}
+
+enum Servers {
+    Cluster {
+        redis: RedisServer,
+        mongo: MongoServer,
+    },
+    Standalone {
+        data_dir: tempfile::TempDir,
+    },
+}
+
+/// The system under test: servers plus gateway nodes (+ persisters). In
+/// standalone mode there is one node, and every node index means that node.
 pub struct Cluster {
-    /// The Redis server (tests may kill/restart it).
-    pub redis: RedisServer,
-    /// The MongoDB server.
-    pub mongo: MongoServer,
+    servers: Servers,
     /// Gateway nodes.
     pub nodes: Vec<Node>,
     /// Running persister replicas.
@@ -65,12 +82,28 @@ impl Cluster {
 
     /// `nodes` gateways, with or without a persister.
     pub async fn start_with(nodes: usize, persister: bool) -> Self {
+        Self::start_in(Backend::Cluster, nodes, persister).await
+    }
+
+    /// The same on a given backend (standalone: at most one node, and its
+    /// persister always runs in-process).
+    pub async fn start_in(backend: Backend, nodes: usize, persister: bool) -> Self {
         chat_shared::telemetry::init("warn");
-        let redis = RedisServer::start();
-        let mongo = MongoServer::start();
+        let servers = match backend {
+            Backend::Cluster => Servers::Cluster {
+                redis: RedisServer::start(),
+                mongo: MongoServer::start(),
+            },
+            Backend::Standalone => Servers::Standalone {
+                data_dir: tempfile::tempdir().expect("data dir"),
+            },
+        };
+        let (nodes, persister) = match backend {
+            Backend::Cluster => (nodes, persister),
+            Backend::Standalone => (nodes.min(1), false),
+        };
         let mut cluster = Self {
-            redis,
-            mongo,
+            servers,
             nodes: Vec::new(),
             persisters: Vec::new(),
             http: reqwest::Client::new(),
@@ -85,10 +118,40 @@ impl Cluster {
         cluster
     }
 
+    /// The Redis server (cluster-only tests).
+    pub fn redis(&self) -> &RedisServer {
+        match &self.servers {
+            Servers::Cluster { redis, .. } => redis,
+            Servers::Standalone { .. } => panic!("a cluster-only test ran in standalone mode"),
+        }
+    }
+
+    /// The MongoDB server (cluster-only tests).
+    pub fn mongo(&self) -> &MongoServer {
+        match &self.servers {
+            Servers::Cluster { mongo, .. } => mongo,
+            Servers::Standalone { .. } => panic!("a cluster-only test ran in standalone mode"),
+        }
+    }
+
+    /// The node's engines, per backend.
+    fn mode(&self) -> Mode {
+        match &self.servers {
+            Servers::Cluster { .. } => Mode::Cluster {
+                redis: self.redis_settings(),
+                mongo: self.mongo_settings(),
+                mongo_timeout: Duration::from_secs(5),
+            },
+            Servers::Standalone { data_dir } => Mode::Standalone {
+                data_dir: data_dir.path().to_owned(),
+            },
+        }
+    }
+
     /// Redis settings of this cluster.
     pub fn redis_settings(&self) -> RedisSettings {
         RedisSettings {
-            url: self.redis.url(),
+            url: self.redis().url(),
             timeout: Duration::from_secs(2),
             pubsub_connections: 2,
             wait_replicas: 0,
@@ -99,8 +162,8 @@ impl Cluster {
     /// MongoDB settings of this cluster.
     pub fn mongo_settings(&self) -> MongoSettings {
         MongoSettings {
-            url: self.mongo.url().to_owned(),
-            db: self.mongo.db().to_owned(),
+            url: self.mongo().url().to_owned(),
+            db: self.mongo().db().to_owned(),
         }
     }
 
@@ -123,9 +186,7 @@ impl Cluster {
         .expect("auth settings");
         let mut settings = Settings {
             addr: "127.0.0.1:0".parse().expect("addr"),
-            redis: self.redis_settings(),
-            mongo: self.mongo_settings(),
-            mongo_timeout: Duration::from_secs(5),
+            mode: self.mode(),
             auth,
             allowed_origins: vec!["http://allowed.example".into()],
             node_id: name.into(),
@@ -211,9 +272,14 @@ impl Cluster {
         }
     }
 
+    /// Node `i` (in standalone mode every index means the one node).
+    pub fn node(&self, i: usize) -> &Node {
+        &self.nodes[i % self.nodes.len()]
+    }
+
     /// `http://127.0.0.1:PORT/path` on node `i`.
     pub fn url(&self, node: usize, path: &str) -> String {
-        format!("http://127.0.0.1:{}{}", self.nodes[node].port, path)
+        format!("http://127.0.0.1:{}{}", self.node(node).port, path)
     }
 
     /// A valid token.
@@ -263,7 +329,7 @@ impl Cluster {
 
     /// Connects `sub` as `role` to node `i` and reads the `hello`.
     pub async fn connect(&self, node: usize, sub: &str, role: Role) -> Client {
-        Client::connect(self.nodes[node].port, &self.token(sub, role)).await
+        Client::connect(self.node(node).port, &self.token(sub, role)).await
     }
 
     /// Polls `check` until it returns `Some`, or panics after [`WAIT`].
@@ -274,6 +340,26 @@ impl Cluster {
     {
         eventually(what, &mut check).await
     }
+}
+
+/// Runs a behaviour test body against both backends: `name::cluster` and
+/// `name::standalone` (same test body, two harnesses).
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn cluster() {
+                    super::$name($crate::helpers::Backend::Cluster).await
+                }
+                #[tokio::test]
+                async fn standalone() {
+                    super::$name($crate::helpers::Backend::Standalone).await
+                }
+            }
+        )*
+    };
 }
 
 /// Polls `check` until it returns `Some`, or panics after [`WAIT`].

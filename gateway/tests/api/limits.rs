@@ -1,13 +1,14 @@
 //! Per-user limits: send rate and concurrent sessions.
 
-use crate::helpers::{upgrade_status, Cluster};
+use crate::helpers::{upgrade_status, Backend, Cluster};
 use chat_shared::domain::Role;
 use chat_shared::protocol::ServerFrame;
 use std::num::NonZeroU32;
 
-#[tokio::test]
-async fn sending_faster_than_the_rate_is_refused_with_a_retry_hint_and_stores_nothing() {
-    let mut cluster = Cluster::start_with(0, false).await;
+async fn sending_faster_than_the_rate_is_refused_with_a_retry_hint_and_stores_nothing(
+    backend: Backend,
+) {
+    let mut cluster = Cluster::start_in(backend, 0, false).await;
     cluster
         .start_node_with("limited", |s| {
             s.send_rate = NonZeroU32::new(1).unwrap();
@@ -44,9 +45,8 @@ async fn sending_faster_than_the_rate_is_refused_with_a_retry_hint_and_stores_no
     assert_eq!(doctor.send_message(&chat_id, "d1", "fine").await.seq, 5);
 }
 
-#[tokio::test]
-async fn a_user_may_not_open_more_sessions_than_the_cap() {
-    let mut cluster = Cluster::start_with(0, false).await;
+async fn a_user_may_not_open_more_sessions_than_the_cap(backend: Backend) {
+    let mut cluster = Cluster::start_in(backend, 0, false).await;
     cluster
         .start_node_with("capped", |s| s.max_sessions_per_user = 2)
         .await;
@@ -60,3 +60,8 @@ async fn a_user_may_not_open_more_sessions_than_the_cap() {
     // someone else is fine
     let _other = cluster.connect(0, "doc-cap", Role::Doctor).await;
 }
+
+crate::both_backends!(
+    sending_faster_than_the_rate_is_refused_with_a_retry_hint_and_stores_nothing,
+    a_user_may_not_open_more_sessions_than_the_cap,
+);

@@ -1,14 +1,13 @@
 //! Real-time delivery, ordering, idempotency and read-your-writes.
 
-use crate::helpers::{Cluster, WAIT};
+use crate::helpers::{Backend, Cluster, WAIT};
 use chat_shared::domain::Role;
 use chat_shared::protocol::ServerFrame;
 use serde_json::json;
 use std::collections::BTreeSet;
 
-#[tokio::test]
-async fn a_patient_on_node_a_and_a_doctor_on_node_b_chat_both_ways() {
-    let cluster = Cluster::start().await;
+async fn a_patient_on_node_a_and_a_doctor_on_node_b_chat_both_ways(backend: Backend) {
+    let cluster = Cluster::start_in(backend, 2, true).await;
     let chat = cluster.create_chat("pat-1", "doc-1", "appt-1").await;
     let chat_id = chat.id.to_string();
     let mut patient = cluster.connect(0, "pat-1", Role::Patient).await;
@@ -27,9 +26,10 @@ async fn a_patient_on_node_a_and_a_doctor_on_node_b_chat_both_ways() {
     assert_eq!(patient.expect_message(&chat_id, 2).await, reply);
 }
 
-#[tokio::test]
-async fn every_device_of_both_participants_gets_the_message_except_the_sending_session() {
-    let cluster = Cluster::start().await;
+async fn every_device_of_both_participants_gets_the_message_except_the_sending_session(
+    backend: Backend,
+) {
+    let cluster = Cluster::start_in(backend, 2, true).await;
     let chat = cluster.create_chat("pat-2", "doc-2", "appt-2").await;
     let chat_id = chat.id.to_string();
     let mut phone = cluster.connect(0, "pat-2", Role::Patient).await;
@@ -114,9 +114,10 @@ async fn resending_the_same_client_msg_id_returns_the_original_and_delivers_once
     assert_eq!(page["messages"].as_array().unwrap().len(), 2);
 }
 
-#[tokio::test]
-async fn concurrent_senders_on_both_nodes_get_contiguous_seqs_without_gaps_or_duplicates() {
-    let cluster = Cluster::start().await;
+async fn concurrent_senders_on_both_nodes_get_contiguous_seqs_without_gaps_or_duplicates(
+    backend: Backend,
+) {
+    let cluster = Cluster::start_in(backend, 2, true).await;
     let chat = cluster.create_chat("pat-4", "doc-4", "appt-4").await;
     let chat_id = chat.id.to_string();
     let per_client = 25;
@@ -171,9 +172,8 @@ async fn concurrent_senders_on_both_nodes_get_contiguous_seqs_without_gaps_or_du
     assert_eq!(seqs, (1..=100).collect::<Vec<_>>());
 }
 
-#[tokio::test]
-async fn history_on_another_node_includes_messages_the_persister_has_not_written() {
-    let cluster = Cluster::start_with(2, false).await;
+async fn history_on_another_node_includes_messages_the_persister_has_not_written(backend: Backend) {
+    let cluster = Cluster::start_in(backend, 2, false).await;
     let chat = cluster.create_chat("pat-5", "doc-5", "appt-5").await;
     let chat_id = chat.id.to_string();
     let mut patient = cluster.connect(0, "pat-5", Role::Patient).await;
@@ -212,9 +212,10 @@ async fn history_on_another_node_includes_messages_the_persister_has_not_written
     ));
 }
 
-#[tokio::test]
-async fn typing_reaches_the_peer_at_most_once_per_interval_and_stop_always_passes() {
-    let cluster = Cluster::start().await;
+async fn typing_reaches_the_peer_at_most_once_per_interval_and_stop_always_passes(
+    backend: Backend,
+) {
+    let cluster = Cluster::start_in(backend, 2, true).await;
     let chat = cluster.create_chat("pat-6", "doc-6", "appt-6").await;
     let chat_id = chat.id.to_string();
     let mut patient = cluster.connect(0, "pat-6", Role::Patient).await;
@@ -285,3 +286,11 @@ async fn delivery_latency_across_nodes_is_measured() {
     );
     assert_eq!(samples.len(), 200);
 }
+
+crate::both_backends!(
+    a_patient_on_node_a_and_a_doctor_on_node_b_chat_both_ways,
+    every_device_of_both_participants_gets_the_message_except_the_sending_session,
+    concurrent_senders_on_both_nodes_get_contiguous_seqs_without_gaps_or_duplicates,
+    history_on_another_node_includes_messages_the_persister_has_not_written,
+    typing_reaches_the_peer_at_most_once_per_interval_and_stop_always_passes,
+);

@@ -34,7 +34,7 @@ async fn stored_seqs(store: &MongoStore, chat: ChatId) -> Vec<u64> {
 }
 
 async fn redis(cluster: &Cluster) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(cluster.redis.url())
+    redis::Client::open(cluster.redis().url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
@@ -262,7 +262,7 @@ async fn while_mongodb_is_unreachable_sends_are_acked_and_everything_is_persiste
     doctor.send_message(&chat_id, "before", "x").await;
 
     // The persister reaches MongoDB through a proxy we can cut.
-    let url = cluster.mongo.url().to_owned();
+    let url = cluster.mongo().url().to_owned();
     let probe = TcpProxy::start("127.0.0.1:1").await;
     let (target, _) = through_proxy(&url, probe.port());
     drop(probe);

@@ -1,6 +1,6 @@
 //! Presence: chat peers learn who is online, across nodes, without storms.
 
-use crate::helpers::Cluster;
+use crate::helpers::{Backend, Cluster};
 use chat_shared::domain::Role;
 use chat_shared::protocol::ServerFrame;
 use std::time::Duration;
@@ -12,9 +12,8 @@ fn presence_of(f: &ServerFrame, who: &str) -> Option<bool> {
     }
 }
 
-#[tokio::test]
-async fn peers_on_other_nodes_learn_when_a_user_comes_online_and_goes_offline() {
-    let cluster = Cluster::start().await;
+async fn peers_on_other_nodes_learn_when_a_user_comes_online_and_goes_offline(backend: Backend) {
+    let cluster = Cluster::start_in(backend, 2, true).await;
     let chat = cluster.create_chat("pat-pr", "doc-pr", "a").await;
     let mut doctor = cluster.connect(1, "doc-pr", Role::Doctor).await;
     let (_, listing) = cluster.get(1, "/api/chats", "doc-pr", Role::Doctor).await;
@@ -71,3 +70,5 @@ async fn a_user_hopping_between_nodes_within_the_grace_period_causes_no_presence
         "no offline/online flap: {frames:?}"
     );
 }
+
+crate::both_backends!(peers_on_other_nodes_learn_when_a_user_comes_online_and_goes_offline,);

@@ -1,6 +1,6 @@
 //! Unread counts and read marks, including under persister replays.
 
-use crate::helpers::Cluster;
+use crate::helpers::{Backend, Cluster};
 use chat_persister::apply::apply_batch;
 use chat_shared::broker::redis::stream::RedisEventLog;
 use chat_shared::broker::{EventLog, SeqWindow};
@@ -17,9 +17,8 @@ async fn unread_of(cluster: &Cluster, user: &str, role: Role) -> (u64, serde_jso
     (body["total"].as_u64().unwrap(), body["chats"].clone())
 }
 
-#[tokio::test]
-async fn unread_counts_follow_messages_and_read_marks_exactly() {
-    let cluster = Cluster::start().await;
+async fn unread_counts_follow_messages_and_read_marks_exactly(backend: Backend) {
+    let cluster = Cluster::start_in(backend, 2, true).await;
     let chat = cluster.create_chat("pat-u1", "doc-u1", "appt-u1").await;
     let other = cluster.create_chat("pat-u1", "doc-u2", "appt-u2").await;
     let chat_id = chat.id.to_string();
@@ -302,3 +301,5 @@ async fn two_persister_replicas_in_one_group_store_every_message_once_and_count_
         );
     }
 }
+
+crate::both_backends!(unread_counts_follow_messages_and_read_marks_exactly,);

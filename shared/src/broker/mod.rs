@@ -2,7 +2,8 @@
 //! short recent-history window for read-your-writes.
 //!
 //! Gateways and persisters talk to [`Broker`] and [`EventLog`] only; Redis is
-//! one engine ([`redis::RedisBroker`]), an in-process one serves standalone mode.
+//! one engine ([`redis::RedisBroker`]), an in-process one ([`local::Local`],
+//! durable in the embedded store's file) serves standalone mode.
 //! The split mirrors the two halves of the system:
 //!
 //! - [`Broker`] is the gateway's side: `append_message` assigns the next `seq`,
@@ -18,6 +19,7 @@
 
 pub mod envelope;
 pub mod event;
+pub mod local;
 mod presence;
 pub mod redis;
 pub mod template;

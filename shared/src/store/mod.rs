@@ -3,9 +3,10 @@
 //! The gateway reads it (chat membership, listings, history); the persister
 //! writes it (messages, counters); chat creation writes the registry directly.
 //! MongoDB is the production engine ([`mongo::MongoStore`]); an embedded one
-//! serves standalone mode. Every write is a single-document operation that is
+//! ([`embedded::EmbeddedStore`], a redb file) serves standalone mode. Every write is a single-document operation that is
 //! safe to repeat, because the engines do not all isolate transactions.
 
+pub mod embedded;
 pub mod mongo;
 mod record;
 

@@ -6,7 +6,7 @@ use crate::protocol::{Chat, DisplayName, Message, Peer};
 use std::collections::BTreeMap;
 
 /// A chat as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChatRecord {
     /// Chat id.
     pub id: ChatId,

@@ -1,0 +1,512 @@
+//! The in-process engine for standalone mode: one gateway process is the whole
+//! cluster. Appends go to a durable log table in the same redb file as the
+//! embedded store (committed — on disk — before the ack), fan-out is a direct
+//! call into this node's inbox, and the in-process persister consumes the log
+//! through [`EventLog`] exactly as a persister consumes the Redis stream.
+//!
+//! One lock serialises "append, then publish", so live delivery order equals
+//! `seq` order, as with the Redis scripts.
+
+use super::template::{to_message, MessageTemplate};
+use super::{
+    Appended, Backlog, Broker, BrokerError, Claimed, Envelope, EventLog, Inbox, MessageDraft,
+    Participants, Presence, SeqWindow, StreamEntry, StreamEvent,
+};
+use crate::domain::{ChatId, SessionId, UserId};
+use crate::protocol::{Message, ServerFrame};
+use async_trait::async_trait;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// chat id → last assigned `seq`.
+const SEQ: TableDefinition<&str, u64> = TableDefinition::new("broker_seq");
+/// log position → event (JSON). Entries are deleted once persisted.
+const LOG: TableDefinition<u64, &str> = TableDefinition::new("broker_log");
+/// "next" → next log position (survives the log being emptied).
+const LOG_NEXT: TableDefinition<&str, u64> = TableDefinition::new("broker_log_next");
+/// (chat id, client_msg_id) → the original message (JSON), for idempotent re-sends.
+const CLIENT_MSGS: TableDefinition<(&str, &str), &str> = TableDefinition::new("broker_client_msgs");
+/// log position → event that could not be persisted, with a reason.
+const DEAD: TableDefinition<u64, &str> = TableDefinition::new("broker_dead_letters");
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "t")]
+enum LogEvent {
+    #[serde(rename = "m")]
+    Message { m: Message },
+    #[serde(rename = "r")]
+    Read { c: ChatId, u: UserId, s: u64 },
+}
+
+fn db_err(e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Unavailable(format!("embedded log: {e}"))
+}
+
+fn decode(json: &str) -> Result<StreamEvent, String> {
+    match serde_json::from_str::<LogEvent>(json) {
+        Ok(LogEvent::Message { m }) => Ok(StreamEvent::Message(m)),
+        Ok(LogEvent::Read { c, u, s }) => Ok(StreamEvent::Read {
+            chat_id: c,
+            user_id: u,
+            up_to_seq: s,
+        }),
+        Err(e) => Err(format!("bad log entry: {e}")),
+    }
+}
+
+#[derive(Default)]
+struct PresenceState {
+    sessions: HashMap<UserId, usize>,
+    announced: HashSet<UserId>,
+    candidates: Vec<(Instant, UserId)>,
+}
+
+/// The in-process broker.
+pub struct LocalBroker {
+    db: Arc<Database>,
+    inbox: Arc<dyn Inbox>,
+    subscribed: Mutex<HashSet<UserId>>,
+    /// Serialises append + publish.
+    append_lock: Mutex<()>,
+    /// Wakes the persister when the log grows.
+    appended: Notify,
+    /// Last log position handed to the persister (`None`: start over).
+    cursor: Mutex<Option<u64>>,
+    presence: Mutex<PresenceState>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Poisoning only means a panic elsewhere while holding it; the data is plain.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl LocalBroker {
+    /// Uses the embedded database file; deliveries go to `inbox`.
+    pub fn new(db: Arc<Database>, inbox: Arc<dyn Inbox>) -> Result<Self, BrokerError> {
+        let tx = db.begin_write().map_err(db_err)?;
+        tx.open_table(SEQ).map_err(db_err)?;
+        tx.open_table(LOG).map_err(db_err)?;
+        tx.open_table(LOG_NEXT).map_err(db_err)?;
+        tx.open_table(CLIENT_MSGS).map_err(db_err)?;
+        tx.open_table(DEAD).map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        Ok(Self {
+            db,
+            inbox,
+            subscribed: Mutex::new(HashSet::new()),
+            append_lock: Mutex::new(()),
+            appended: Notify::new(),
+            cursor: Mutex::new(None),
+            presence: Mutex::new(PresenceState::default()),
+        })
+    }
+
+    fn deliver(&self, user: &UserId, envelope: Envelope) {
+        if lock(&self.subscribed).contains(user) {
+            self.inbox.deliver(user, envelope);
+        }
+    }
+
+    /// Runs `f` on the blocking pool with the append lock held.
+    async fn locked<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Self) -> Result<T, BrokerError> + Send + 'static,
+    ) -> Result<T, BrokerError> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _guard = lock(&me.append_lock);
+            f(&me)
+        })
+        .await
+        .map_err(|e| db_err(format!("blocking task failed: {e}")))?
+    }
+
+    /// Appends one event to the log inside `tx`.
+    fn log(tx: &redb::WriteTransaction, event: &LogEvent) -> Result<(), BrokerError> {
+        let mut next = tx.open_table(LOG_NEXT).map_err(db_err)?;
+        let pos = next.get("next").map_err(db_err)?.map_or(1, |g| g.value());
+        next.insert("next", pos + 1).map_err(db_err)?;
+        let json =
+            serde_json::to_string(event).map_err(|e| BrokerError::Protocol(e.to_string()))?;
+        tx.open_table(LOG)
+            .map_err(db_err)?
+            .insert(pos, json.as_str())
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Current `seq` of a chat, or SeqUnknown / the floor.
+    fn current_seq(
+        tx: &redb::WriteTransaction,
+        chat: ChatId,
+        floor: Option<u64>,
+    ) -> Result<u64, BrokerError> {
+        let id = chat.to_string();
+        let seqs = tx.open_table(SEQ).map_err(db_err)?;
+        let current = seqs.get(id.as_str()).map_err(db_err)?.map(|g| g.value());
+        current.or(floor).ok_or(BrokerError::SeqUnknown(chat))
+    }
+}
+
+/// The broker handle used by the gateway (an `Arc`, because appends run on the
+/// blocking pool).
+#[derive(Clone)]
+pub struct Local(pub Arc<LocalBroker>);
+
+#[async_trait]
+impl Broker for Local {
+    async fn append_message(
+        &self,
+        draft: &MessageDraft,
+        participants: &Participants,
+        origin: SessionId,
+        floor_seq: Option<u64>,
+    ) -> Result<Appended, BrokerError> {
+        let draft = draft.clone();
+        let participants = participants.clone();
+        // Fails early (before touching the log) if the message cannot be encoded.
+        MessageTemplate::new(&draft)?;
+        let appended = self
+            .0
+            .locked(move |me| {
+                let tx = me.db.begin_write().map_err(db_err)?;
+                let chat = draft.chat_id.to_string();
+                let key = (chat.as_str(), draft.client_msg_id.as_str());
+                let dup = tx
+                    .open_table(CLIENT_MSGS)
+                    .map_err(db_err)?
+                    .get(key)
+                    .map_err(db_err)?
+                    .map(|g| g.value().to_owned());
+                if let Some(json) = dup {
+                    let m: Message = serde_json::from_str(&json)
+                        .map_err(|e| BrokerError::Protocol(e.to_string()))?;
+                    return Ok(Appended::Duplicate(m));
+                }
+                let seq = LocalBroker::current_seq(&tx, draft.chat_id, floor_seq)? + 1;
+                tx.open_table(SEQ)
+                    .map_err(db_err)?
+                    .insert(chat.as_str(), seq)
+                    .map_err(db_err)?;
+                let message = to_message(&draft, seq);
+                let json = serde_json::to_string(&message)
+                    .map_err(|e| BrokerError::Protocol(e.to_string()))?;
+                tx.open_table(CLIENT_MSGS)
+                    .map_err(db_err)?
+                    .insert(key, json.as_str())
+                    .map_err(db_err)?;
+                LocalBroker::log(&tx, &LogEvent::Message { m: message.clone() })?;
+                tx.commit().map_err(db_err)?;
+                // Durable now; publish while still holding the lock (seq order).
+                let envelope = Envelope::new(
+                    Some(origin),
+                    &ServerFrame::Message {
+                        message: message.clone(),
+                    },
+                );
+                me.deliver(&participants.patient, envelope.clone());
+                me.deliver(&participants.doctor, envelope);
+                Ok(Appended::New(message))
+            })
+            .await?;
+        if matches!(appended, Appended::New(_)) {
+            self.0.appended.notify_one();
+        }
+        Ok(appended)
+    }
+
+    async fn append_read(
+        &self,
+        chat_id: ChatId,
+        reader: &UserId,
+        peer: &UserId,
+        up_to_seq: u64,
+        floor_seq: Option<u64>,
+    ) -> Result<u64, BrokerError> {
+        let reader = reader.clone();
+        let peer = peer.clone();
+        let mark = self
+            .0
+            .locked(move |me| {
+                let tx = me.db.begin_write().map_err(db_err)?;
+                let current = LocalBroker::current_seq(&tx, chat_id, floor_seq)?;
+                let mark = up_to_seq.min(current);
+                if mark == 0 {
+                    return Ok(0);
+                }
+                LocalBroker::log(
+                    &tx,
+                    &LogEvent::Read {
+                        c: chat_id,
+                        u: reader.clone(),
+                        s: mark,
+                    },
+                )?;
+                tx.commit().map_err(db_err)?;
+                let frame = ServerFrame::Read {
+                    chat_id,
+                    user_id: reader,
+                    up_to_seq: mark,
+                };
+                me.deliver(&peer, Envelope::new(None, &frame));
+                Ok(mark)
+            })
+            .await?;
+        if mark > 0 {
+            self.0.appended.notify_one();
+        }
+        Ok(mark)
+    }
+
+    async fn publish(&self, user: &UserId, envelope: Envelope) -> Result<(), BrokerError> {
+        self.0.deliver(user, envelope);
+        Ok(())
+    }
+
+    async fn recent(
+        &self,
+        chat_id: ChatId,
+        window: SeqWindow,
+    ) -> Result<Vec<Message>, BrokerError> {
+        // The log holds exactly the events not yet persisted: few, and the only
+        // messages the store may not have yet.
+        let db = self.0.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let tx = db.begin_read().map_err(db_err)?;
+            let log = tx.open_table(LOG).map_err(db_err)?;
+            let mut found = Vec::new();
+            for row in log.iter().map_err(db_err)? {
+                let (_, v) = row.map_err(db_err)?;
+                if let Ok(StreamEvent::Message(m)) = decode(v.value()) {
+                    let in_window = m.chat_id == chat_id
+                        && window.after.is_none_or(|a| m.seq > a)
+                        && window.before.is_none_or(|b| m.seq < b);
+                    if in_window {
+                        found.push(m);
+                    }
+                }
+            }
+            found.sort_by_key(|m| m.seq);
+            if window.after.is_some() {
+                found.truncate(window.limit);
+            } else {
+                let skip = found.len().saturating_sub(window.limit);
+                found.drain(..skip);
+            }
+            Ok(found)
+        })
+        .await
+        .map_err(|e| db_err(format!("blocking task failed: {e}")))?
+    }
+
+    async fn subscribe(&self, user: &UserId) -> Result<(), BrokerError> {
+        lock(&self.0.subscribed).insert(user.clone());
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, user: &UserId) -> Result<(), BrokerError> {
+        if !self.0.inbox.wants(user) {
+            lock(&self.0.subscribed).remove(user);
+        }
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), BrokerError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl EventLog for Local {
+    async fn read_batch(
+        &self,
+        max: usize,
+        block: Duration,
+    ) -> Result<Vec<StreamEntry>, BrokerError> {
+        let read = |me: Arc<LocalBroker>| async move {
+            tokio::task::spawn_blocking(move || {
+                let after = *lock(&me.cursor);
+                let tx = me.db.begin_read().map_err(db_err)?;
+                let log = tx.open_table(LOG).map_err(db_err)?;
+                let range = log.range(after.map_or(0, |a| a + 1)..).map_err(db_err)?;
+                let mut entries = Vec::new();
+                for row in range.take(max.max(1)) {
+                    let (k, v) = row.map_err(db_err)?;
+                    entries.push((k.value(), v.value().to_owned()));
+                }
+                if let Some((last, _)) = entries.last() {
+                    *lock(&me.cursor) = Some(*last);
+                }
+                Ok::<_, BrokerError>(
+                    entries
+                        .into_iter()
+                        .map(|(pos, json)| StreamEntry {
+                            id: pos.to_string(),
+                            event: decode(&json),
+                        })
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .await
+            .map_err(|e| db_err(format!("blocking task failed: {e}")))?
+        };
+        // Register interest before looking, so an append in between is not missed.
+        let notified = self.0.appended.notified();
+        let entries = read(self.0.clone()).await?;
+        if !entries.is_empty() {
+            return Ok(entries);
+        }
+        let _ = tokio::time::timeout(block, notified).await;
+        read(self.0.clone()).await
+    }
+
+    async fn ack(&self, ids: &[String]) -> Result<(), BrokerError> {
+        let positions: Vec<u64> = ids.iter().filter_map(|i| i.parse().ok()).collect();
+        let db = self.0.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let tx = db.begin_write().map_err(db_err)?;
+            {
+                let mut log = tx.open_table(LOG).map_err(db_err)?;
+                for p in positions {
+                    log.remove(p).map_err(db_err)?;
+                }
+            }
+            tx.commit().map_err(db_err)
+        })
+        .await
+        .map_err(|e| db_err(format!("blocking task failed: {e}")))?
+    }
+
+    fn replay_pending(&self) {
+        *lock(&self.0.cursor) = None;
+    }
+
+    async fn claim_stale(
+        &self,
+        _min_idle: Duration,
+        _max_deliveries: u64,
+        _max: usize,
+    ) -> Result<Claimed, BrokerError> {
+        // One process, one consumer: nothing can be left behind by another.
+        Ok(Claimed::default())
+    }
+
+    async fn dead_letter(&self, id: &str, reason: &str) -> Result<(), BrokerError> {
+        let pos: u64 = id
+            .parse()
+            .map_err(|_| BrokerError::Protocol(format!("bad log position {id}")))?;
+        let reason = reason.to_owned();
+        let db = self.0.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let tx = db.begin_write().map_err(db_err)?;
+            {
+                let mut log = tx.open_table(LOG).map_err(db_err)?;
+                let original = log
+                    .remove(pos)
+                    .map_err(db_err)?
+                    .map(|g| g.value().to_owned());
+                let record =
+                    serde_json::json!({ "entry": pos, "reason": reason, "event": original });
+                tx.open_table(DEAD)
+                    .map_err(db_err)?
+                    .insert(pos, record.to_string().as_str())
+                    .map_err(db_err)?;
+            }
+            tx.commit().map_err(db_err)
+        })
+        .await
+        .map_err(|e| db_err(format!("blocking task failed: {e}")))??;
+        tracing::error!(entry = %id, "log entry moved to the dead letters");
+        Ok(())
+    }
+
+    async fn trim(&self) -> Result<u64, BrokerError> {
+        // Acknowledged entries are deleted at once; nothing is left to trim.
+        Ok(0)
+    }
+
+    async fn backlog(&self) -> Result<Backlog, BrokerError> {
+        let me = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let cursor = *lock(&me.cursor);
+            let tx = me.db.begin_read().map_err(db_err)?;
+            let log = tx.open_table(LOG).map_err(db_err)?;
+            let total = log.len().map_err(db_err)?;
+            let undelivered = match cursor {
+                None => total,
+                Some(c) => log.range(c + 1..).map_err(db_err)?.count() as u64,
+            };
+            Ok(Backlog {
+                pending: total - undelivered,
+                undelivered,
+            })
+        })
+        .await
+        .map_err(|e| db_err(format!("blocking task failed: {e}")))?
+    }
+}
+
+#[async_trait]
+impl Presence for Local {
+    async fn heartbeat(&self, _node: &str, _ttl: Duration) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    async fn session_opened(&self, user: &UserId, _node: &str) -> Result<bool, BrokerError> {
+        let mut p = lock(&self.0.presence);
+        *p.sessions.entry(user.clone()).or_default() += 1;
+        Ok(p.announced.insert(user.clone()))
+    }
+
+    async fn session_closed(
+        &self,
+        user: &UserId,
+        _node: &str,
+        grace: Duration,
+    ) -> Result<(), BrokerError> {
+        let mut p = lock(&self.0.presence);
+        let left = match p.sessions.get_mut(user) {
+            Some(n) => {
+                *n = n.saturating_sub(1);
+                *n
+            }
+            None => 0,
+        };
+        if left == 0 {
+            p.sessions.remove(user);
+            p.candidates.push((Instant::now() + grace, user.clone()));
+        }
+        Ok(())
+    }
+
+    async fn forget_node(&self, _node: &str, _grace: Duration) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    async fn reap_dead_nodes(&self, _grace: Duration) -> Result<usize, BrokerError> {
+        Ok(0)
+    }
+
+    async fn due_offline(&self, max: usize) -> Result<Vec<UserId>, BrokerError> {
+        let mut p = lock(&self.0.presence);
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = p.candidates.drain(..).partition(|(t, _)| *t <= now);
+        p.candidates = later;
+        let mut offline = Vec::new();
+        for (_, user) in due.into_iter().take(max) {
+            if !p.sessions.contains_key(&user) && p.announced.remove(&user) {
+                offline.push(user);
+            }
+        }
+        Ok(offline)
+    }
+
+    async fn online(&self, users: &[UserId]) -> Result<Vec<bool>, BrokerError> {
+        let p = lock(&self.0.presence);
+        Ok(users.iter().map(|u| p.sessions.contains_key(u)).collect())
+    }
+}
