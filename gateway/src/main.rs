@@ -16,6 +16,7 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let addr = settings.addr;
+    let dev = settings.dev.is_some();
     let node = settings.node_id.clone();
     let draining = CancellationToken::new();
     let app = match Application::build(settings, draining.clone()).await {
@@ -26,6 +27,13 @@ async fn main() -> std::process::ExitCode {
         }
     };
     tracing::info!(%addr, port = app.port(), %node, "chat-gateway listening");
+    if dev {
+        eprintln!(
+            "\n  Demo client: open http://{}:{}/ in two browser windows (one per demo user)\n",
+            addr.ip(),
+            app.port()
+        );
+    }
     tokio::spawn(async move {
         chat_shared::telemetry::shutdown_signal().await;
         tracing::info!("shutdown signal received: draining");
