@@ -1135,7 +1135,9 @@ async fn with_wait_replicas_an_append_is_acknowledged_only_once_a_replica_has_it
     let broker = RedisBroker::connect(
         &RedisSettings {
             wait_replicas: 1,
-            wait_timeout: Duration::from_millis(200),
+            // Generous: on a loaded 2-core machine a replica's acknowledgement
+            // can take a while; the refusal below waits this long once.
+            wait_timeout: Duration::from_secs(2),
             ..settings(&primary)
         },
         None,
