@@ -11,7 +11,7 @@ use crate::metrics::GatewayMetrics;
 use crate::session::outbound::Outbound;
 use bytestring::ByteString;
 use chat_shared::broker::{Envelope, Inbox};
-use chat_shared::domain::{ChatId, SessionId, UserId};
+use chat_shared::domain::{ChatId, Role, SessionId, Timestamp, UserId};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use tokio::sync::mpsc;
@@ -26,6 +26,8 @@ pub struct SessionHandle {
     pub outbound: mpsc::Sender<Outbound>,
     /// Cancelled when the queue overflowed: the session must close with 1013.
     pub slow: CancellationToken,
+    /// The user's role (to find their chats when catching up).
+    pub role: Role,
 }
 
 /// This node's sessions by user.
@@ -33,6 +35,9 @@ pub struct Hub {
     // A std mutex: held for a few pointer copies, never across an await.
     users: Mutex<HashMap<UserId, Vec<SessionHandle>>>,
     metrics: GatewayMetrics,
+    /// Set when the broker subscription was lost and restored: the earliest
+    /// moment from which events may be missing (see [`crate::recovery`]).
+    catch_up: tokio::sync::watch::Sender<Option<Timestamp>>,
 }
 
 impl Hub {
@@ -41,7 +46,21 @@ impl Hub {
         Self {
             users: Mutex::new(HashMap::new()),
             metrics,
+            catch_up: tokio::sync::watch::channel(None).0,
         }
+    }
+
+    /// Catch-up requests (a moment from which events may be missing).
+    pub fn catch_up_requests(&self) -> tokio::sync::watch::Receiver<Option<Timestamp>> {
+        self.catch_up.subscribe()
+    }
+
+    /// Every user with a session here, with their role.
+    pub fn local_users(&self) -> Vec<(UserId, Role)> {
+        self.users()
+            .iter()
+            .filter_map(|(u, s)| s.first().map(|h| (u.clone(), h.role)))
+            .collect()
     }
 
     fn users(&self) -> std::sync::MutexGuard<'_, HashMap<UserId, Vec<SessionHandle>>> {
@@ -127,6 +146,13 @@ impl Inbox for Hub {
     fn wants(&self, user: &UserId) -> bool {
         self.is_local(user)
     }
+
+    fn resubscribed(&self, since: Timestamp) {
+        // Keep the earliest moment if a catch-up is already pending.
+        self.catch_up.send_modify(|pending| {
+            *pending = Some(pending.map_or(since, |p| p.min(since)));
+        });
+    }
 }
 
 /// The chat and `seq` of a `message` frame; `None` for every other frame.
@@ -158,6 +184,7 @@ mod tests {
                 id: SessionId::generate(),
                 outbound: tx,
                 slow: CancellationToken::new(),
+                role: Role::Patient,
             },
             rx,
         )

@@ -16,6 +16,7 @@
 //! - [`hub`]: this node's users and their sessions; fans broker deliveries out;
 //! - [`limits`]: per-user send rate and session cap;
 //! - [`presence`]: who is online — heartbeats, reaping, announcements to chat peers;
+//! - [`recovery`]: catching up on events missed while the broker subscription was down;
 //! - [`metrics`]: Prometheus metrics;
 //! - [`error`]: the REST error type and its JSON form.
 
@@ -28,6 +29,7 @@ pub mod hub;
 pub mod limits;
 pub mod metrics;
 pub mod presence;
+pub mod recovery;
 pub mod routes;
 pub mod service;
 pub mod session;

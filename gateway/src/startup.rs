@@ -235,6 +235,11 @@ impl Application {
                 .map_err(|e| StartupError::Store(StoreError::Unavailable(e)))?;
         }
         tokio::spawn(forget_idle_limits(state.clone(), stop.clone()));
+        tokio::spawn(crate::recovery::run(
+            state.clone(),
+            state.hub.catch_up_requests(),
+            stop.clone(),
+        ));
         let dev = settings.dev.clone().map(web::Data::new);
         let origins = settings.allowed_origins.clone();
         let app_state = state.clone();

@@ -55,7 +55,7 @@ impl Inbox for TestInbox {
         let _ = self.tx.send((user.clone(), envelope));
     }
 
-    fn resubscribed(&self) {
+    fn resubscribed(&self, _since: chat_shared::domain::Timestamp) {
         self.resubscribed.fetch_add(1, Ordering::SeqCst);
     }
 }

@@ -41,8 +41,17 @@ impl ChatService {
             .await
         {
             Err(BrokerError::SeqUnknown(_)) => {
-                // A new chat, or the broker lost its counters: continue from
-                // the store's last persisted seq, never from 1 again.
+                // A new chat, or the broker lost its data: continue from the
+                // store's last persisted seq, never from 1 again — and if this
+                // is a re-send of a message the store already has, answer with
+                // the original (the broker's idempotency record is gone too).
+                if let Some(original) = self
+                    .store
+                    .message_by_client_msg_id(chat_id, &draft.client_msg_id)
+                    .await?
+                {
+                    return Ok(Appended::Duplicate(original));
+                }
                 let floor = self.last_seq(chat_id).await?;
                 Ok(self
                     .broker

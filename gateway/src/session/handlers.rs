@@ -53,7 +53,7 @@ pub async fn handle(session: &mut Session, text: &str) -> Option<Ending> {
                     let message = match appended {
                         Appended::New(m) | Appended::Duplicate(m) => m,
                     };
-                    session.reply(&ServerFrame::Ack { id, message });
+                    session.reply_ack(id, message);
                 }
                 Err(e) => session.reply_error(id, e.code(), e.to_string()),
             }

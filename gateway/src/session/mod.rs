@@ -19,13 +19,16 @@ use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
 use bytestring::ByteString;
 use chat_shared::auth::Identity;
 use chat_shared::domain::{ChatId, SessionId, Timestamp};
-use chat_shared::protocol::{ErrorCode, RequestId, ServerFrame, MAX_FRAME_BYTES};
+use chat_shared::protocol::{ErrorCode, Message, RequestId, ServerFrame, MAX_FRAME_BYTES};
 use futures_util::StreamExt;
 use outbound::{Outbound, Sequencer};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+/// How long a close frame may wait for a client to make room for it.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long the writer may take to flush queued frames when a session ends.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -71,6 +74,19 @@ impl Session {
                 .inc();
         }
         self.enqueue(Outbound::Frame(ByteString::from(frame.to_json())));
+    }
+
+    /// Queues the `ack` of this session's own message (the sequencer then
+    /// never echoes the message itself back here).
+    pub fn reply_ack(&self, id: Option<RequestId>, message: Message) {
+        self.state
+            .metrics
+            .frames_out
+            .with_label_values(&["ack"])
+            .inc();
+        let (chat, seq) = (message.chat_id, message.seq);
+        let frame = ByteString::from(ServerFrame::Ack { id, message }.to_json());
+        self.enqueue(Outbound::Ack { chat, seq, frame });
     }
 
     /// Queues an item; a full queue makes this a slow consumer.
@@ -138,6 +154,7 @@ pub async fn run(
             id,
             outbound: tx,
             slow: slow.clone(),
+            role: session.identity.role,
         },
     );
     state.metrics.connections.inc();
@@ -182,12 +199,22 @@ pub async fn run(
         tracing::debug!("writer did not flush in time");
     }
     if let Ending::Close(code, reason) = ending {
-        let _ = socket
-            .close(Some(CloseReason {
+        // A client that stopped reading may not make room for the close frame
+        // for a long time: the session is over either way (unregistered,
+        // counted), so the close frame waits on its own, bounded, and the
+        // socket handle is dropped if the client never reads again.
+        tokio::spawn(async move {
+            let close = socket.close(Some(CloseReason {
                 code: CloseCode::Other(code),
                 description: Some(reason.to_owned()),
-            }))
-            .await;
+            }));
+            if tokio::time::timeout(CLOSE_TIMEOUT, close).await.is_err() {
+                tracing::debug!(
+                    code,
+                    "close frame not accepted in time; dropping the socket"
+                );
+            }
+        });
     }
 }
 

@@ -9,11 +9,12 @@
 //! - a message already sent on this session (live before the sync began, or
 //!   live during it) is not sent again — each `seq` reaches the client once.
 //!
-//! Per chat it remembers one contiguous run `[first, last]` of sequence numbers
-//! the client has been sent (16 bytes per chat with traffic, nothing for idle
-//! sessions). Live events arrive in `seq` order, so the run normally just grows;
-//! a jump means events were missed (e.g. a broker reconnect), and the run
-//! restarts there so a later `sync` fills the hole instead of skipping it.
+//! Per chat it remembers the runs of sequence numbers the client has been sent
+//! (or acknowledged, for its own messages): a few `[first, last]` intervals,
+//! nothing for idle sessions. Live events arrive in `seq` order, so normally
+//! there is one run that just grows; a jump means events were missed (a broker
+//! reconnect), which opens a new run, so a later `sync` or catch-up fills the
+//! hole instead of skipping it — and nothing already sent is sent twice.
 
 use bytestring::ByteString;
 use chat_shared::domain::ChatId;
@@ -24,6 +25,16 @@ use std::collections::HashMap;
 pub enum Outbound {
     /// A reply or ephemeral event, sent as is.
     Frame(ByteString),
+    /// The `ack` of this session's own message: sent as is, and remembered so
+    /// the message itself is never sent back to this session.
+    Ack {
+        /// Its chat.
+        chat: ChatId,
+        /// Its `seq`.
+        seq: u64,
+        /// The `ack` frame's JSON.
+        frame: ByteString,
+    },
     /// A `message` event: from the broker (`live`) or answering `sync`.
     Message {
         /// Its chat.
@@ -41,28 +52,46 @@ pub enum Outbound {
     SyncEnd(ChatId),
 }
 
+/// Runs kept per chat; older (lower) ones are forgotten beyond this.
+const MAX_RUNS: usize = 8;
+
 #[derive(Debug, Default)]
 struct Cursor {
-    /// The run of `seq`s the client has been sent: `first..=last` (empty when last == 0).
-    first: u64,
-    last: u64,
+    /// Disjoint, non-adjacent, ascending `first..=last` runs already sent.
+    runs: Vec<(u64, u64)>,
     /// Live messages held back during a sync.
     held: Option<Vec<(u64, ByteString)>>,
 }
 
 impl Cursor {
     fn sent(&self, seq: u64) -> bool {
-        self.last != 0 && (self.first..=self.last).contains(&seq)
+        self.runs.iter().any(|(a, b)| (*a..=*b).contains(&seq))
     }
 
     fn record(&mut self, seq: u64) {
-        if self.last != 0 && seq == self.last + 1 {
-            self.last = seq;
-        } else if seq > self.last {
-            // A jump: something between was not sent on this session.
-            self.first = seq;
-            self.last = seq;
+        self.add_run(seq, seq);
+    }
+
+    /// Adds `lo..=hi`, merging overlapping and adjacent runs.
+    fn add_run(&mut self, lo: u64, hi: u64) {
+        let (mut lo, mut hi) = (lo, hi);
+        self.runs.retain(|&(a, b)| {
+            let touches = a <= hi.saturating_add(1) && lo <= b.saturating_add(1);
+            if touches {
+                lo = lo.min(a);
+                hi = hi.max(b);
+            }
+            !touches
+        });
+        let at = self.runs.partition_point(|&(a, _)| a < lo);
+        self.runs.insert(at, (lo, hi));
+        if self.runs.len() > MAX_RUNS {
+            self.runs.remove(0);
         }
+    }
+
+    fn highest(&self) -> u64 {
+        self.runs.last().map_or(0, |&(_, b)| b)
     }
 }
 
@@ -90,6 +119,10 @@ impl Sequencer {
     pub fn push(&mut self, item: Outbound, out: &mut Vec<ByteString>) -> Result<(), Overflow> {
         match item {
             Outbound::Frame(f) => out.push(f),
+            Outbound::Ack { chat, seq, frame } => {
+                self.cursors.entry(chat).or_default().record(seq);
+                out.push(frame);
+            }
             Outbound::Message {
                 chat,
                 seq,
@@ -124,8 +157,9 @@ impl Sequencer {
                 held.sort_by_key(|(seq, _)| *seq);
                 // The client now has everything up to the sync's end: whatever it
                 // held before (it asked from there) plus what the sync sent.
-                if cursor.last != 0 {
-                    cursor.first = 1;
+                let highest = cursor.highest();
+                if highest > 0 {
+                    cursor.add_run(1, highest);
                 }
                 for (seq, frame) in held {
                     if !cursor.sent(seq) {
@@ -223,6 +257,39 @@ mod tests {
             Outbound::SyncEnd(c),
         ]);
         assert_eq!(out, ["1", "2", "5", "3", "4"]);
+    }
+
+    #[test]
+    fn a_catch_up_after_a_gap_sends_only_the_missing_messages() {
+        let c = ChatId::generate();
+        let out = run(vec![
+            msg(c, 5, true),
+            msg(c, 6, true),
+            // 7 and 8 missed during a broker reconnect; 9 arrives live
+            msg(c, 9, true),
+            // the catch-up re-delivers the recent window
+            msg(c, 5, true),
+            msg(c, 6, true),
+            msg(c, 7, true),
+            msg(c, 8, true),
+            msg(c, 9, true),
+        ]);
+        assert_eq!(out, ["5", "6", "9", "7", "8"]);
+    }
+
+    #[test]
+    fn a_sessions_own_acked_message_is_never_sent_back_to_it() {
+        let c = ChatId::generate();
+        let out = run(vec![
+            Outbound::Ack {
+                chat: c,
+                seq: 3,
+                frame: ByteString::from("ack3"),
+            },
+            msg(c, 3, true),
+            msg(c, 4, true),
+        ]);
+        assert_eq!(out, ["ack3", "4"]);
     }
 
     #[test]

@@ -134,9 +134,10 @@ pub trait Inbox: Send + Sync + 'static {
     fn wants(&self, _user: &UserId) -> bool {
         false
     }
-    /// The subscription was lost and re-established: events in between may be
-    /// missing, so sessions should be told to `sync`.
-    fn resubscribed(&self) {}
+    /// The subscription was lost and re-established. `since` is when it was
+    /// lost: events published after it may not have arrived, and the inbox
+    /// should catch up on them (from the recent window).
+    fn resubscribed(&self, _since: Timestamp) {}
 }
 
 /// The gateway's view of the broker.

@@ -8,7 +8,7 @@
 
 use super::{ChatRecord, ChatUpsert, CounterUpdate, NewChat, Store, StoreError};
 use crate::broker::SeqWindow;
-use crate::domain::{ChatId, Role, UserId};
+use crate::domain::{ChatId, ClientMsgId, Role, UserId};
 use crate::protocol::Message;
 use async_trait::async_trait;
 use redb::{Database, MultimapTableDefinition, ReadableDatabase, ReadableTable, TableDefinition};
@@ -24,6 +24,8 @@ const PAIRS: TableDefinition<(&str, &str), &str> = TableDefinition::new("chat_pa
 const USER_CHATS: MultimapTableDefinition<&str, &str> = MultimapTableDefinition::new("user_chats");
 /// (chat id, seq) → message (JSON).
 const MESSAGES: TableDefinition<(&str, u64), &str> = TableDefinition::new("messages");
+/// (chat id, client_msg_id) → seq.
+const CLIENT_MSG_IDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("client_msg_ids");
 /// message id → (): a message is stored once even if replayed under another seq.
 const MESSAGE_IDS: TableDefinition<&str, ()> = TableDefinition::new("message_ids");
 
@@ -61,6 +63,7 @@ impl EmbeddedStore {
         tx.open_multimap_table(USER_CHATS).map_err(db_err)?;
         tx.open_table(MESSAGES).map_err(db_err)?;
         tx.open_table(MESSAGE_IDS).map_err(db_err)?;
+        tx.open_table(CLIENT_MSG_IDS).map_err(db_err)?;
         tx.commit().map_err(db_err)
     }
 
@@ -244,6 +247,30 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn message_by_client_msg_id(
+        &self,
+        chat: ChatId,
+        client_msg_id: &ClientMsgId,
+    ) -> Result<Option<Message>, StoreError> {
+        let cmid = client_msg_id.clone();
+        self.blocking(move |db| {
+            let id = chat.to_string();
+            let tx = db.begin_read().map_err(db_err)?;
+            let seq = tx
+                .open_table(CLIENT_MSG_IDS)
+                .map_err(db_err)?
+                .get((id.as_str(), cmid.as_str()))
+                .map_err(db_err)?
+                .map(|g| g.value());
+            let Some(seq) = seq else { return Ok(None) };
+            let messages = tx.open_table(MESSAGES).map_err(db_err)?;
+            let json = messages.get((id.as_str(), seq)).map_err(db_err)?;
+            json.map(|g| serde_json::from_str(g.value()).map_err(|e| corrupt("message", e)))
+                .transpose()
+        })
+        .await
+    }
+
     async fn insert_messages(&self, messages: &[Message]) -> Result<usize, StoreError> {
         if messages.is_empty() {
             return Ok(0);
@@ -255,6 +282,7 @@ impl Store for EmbeddedStore {
             {
                 let mut table = tx.open_table(MESSAGES).map_err(db_err)?;
                 let mut ids = tx.open_table(MESSAGE_IDS).map_err(db_err)?;
+                let mut cmids = tx.open_table(CLIENT_MSG_IDS).map_err(db_err)?;
                 for m in &messages {
                     let chat = m.chat_id.to_string();
                     let id = m.id.to_string();
@@ -267,6 +295,9 @@ impl Store for EmbeddedStore {
                         .insert((chat.as_str(), m.seq), encode(m)?.as_str())
                         .map_err(db_err)?;
                     ids.insert(id.as_str(), ()).map_err(db_err)?;
+                    cmids
+                        .insert((chat.as_str(), m.client_msg_id.as_str()), m.seq)
+                        .map_err(db_err)?;
                     inserted += 1;
                 }
             }

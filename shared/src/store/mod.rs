@@ -11,7 +11,7 @@ pub mod mongo;
 mod record;
 
 use crate::broker::SeqWindow;
-use crate::domain::{ChatId, Role, UserId};
+use crate::domain::{ChatId, ClientMsgId, Role, UserId};
 use crate::protocol::Message;
 use async_trait::async_trait;
 pub use record::{ChatRecord, ChatUpsert, CounterUpdate, NewChat};
@@ -59,6 +59,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stored messages of a chat in a window, ascending by `seq`.
     async fn messages(&self, chat: ChatId, window: SeqWindow) -> Result<Vec<Message>, StoreError>;
+
+    /// The stored message with this `client_msg_id` in `chat`, if any (lets a
+    /// re-send be answered with the original even after the broker lost its
+    /// idempotency records).
+    async fn message_by_client_msg_id(
+        &self,
+        chat: ChatId,
+        client_msg_id: &ClientMsgId,
+    ) -> Result<Option<Message>, StoreError>;
 
     /// Inserts messages, ignoring ones already stored (same id or same
     /// `(chat_id, seq)`); returns how many were new.

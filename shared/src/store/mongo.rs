@@ -217,6 +217,15 @@ impl Store for MongoStore {
         )
         .await?;
         self.timed(
+            "create messages client_msg_id index",
+            self.messages_coll().create_index(
+                IndexModel::builder()
+                    .keys(doc! {"chat_id": 1, "client_msg_id": 1})
+                    .build(),
+            ),
+        )
+        .await?;
+        self.timed(
             "create chats pair index",
             self.chats_coll().create_index(
                 IndexModel::builder()
@@ -366,6 +375,23 @@ impl Store for MongoStore {
             .collect::<Result<Vec<_>, _>>()?;
         messages.sort_by_key(|m| m.seq);
         Ok(messages)
+    }
+
+    async fn message_by_client_msg_id(
+        &self,
+        chat: ChatId,
+        client_msg_id: &ClientMsgId,
+    ) -> Result<Option<Message>, StoreError> {
+        self.timed(
+            "find message by client_msg_id",
+            self.messages_coll().find_one(doc! {
+                "chat_id": chat.to_string(),
+                "client_msg_id": client_msg_id.as_str(),
+            }),
+        )
+        .await?
+        .map(MessageDoc::into_message)
+        .transpose()
     }
 
     async fn insert_messages(&self, messages: &[Message]) -> Result<usize, StoreError> {

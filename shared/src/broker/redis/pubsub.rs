@@ -10,7 +10,7 @@
 
 use super::keys;
 use crate::broker::{BrokerError, Envelope, Inbox};
-use crate::domain::UserId;
+use crate::domain::{Timestamp, UserId};
 use futures_util::StreamExt;
 use std::collections::HashSet;
 use std::hash::BuildHasher;
@@ -18,6 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+
+/// Longest pause between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Pending subscribe/unsubscribe requests per shard before callers wait.
 const COMMAND_QUEUE: usize = 1024;
@@ -104,7 +107,8 @@ async fn run_shard(
 ) {
     let mut channels: HashSet<String> = HashSet::new();
     let mut backoff = Duration::from_millis(50);
-    let mut first = true;
+    // When the subscription was lost (None on the first connection).
+    let mut lost_at: Option<Timestamp> = None;
     loop {
         // Connect and restore every subscription this shard owns.
         let connected = async {
@@ -143,21 +147,22 @@ async fn run_shard(
                             }
                         }
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    // Capped low: while we are away, other nodes may already be
+                    // appending again, and their events are missed live.
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue;
                 }
             }
         };
         backoff = Duration::from_millis(50);
-        if !first {
+        if let Some(since) = lost_at.take() {
             tracing::info!(
                 shard = index,
                 channels = channels.len(),
                 "pub/sub reconnected"
             );
-            inbox.resubscribed();
+            inbox.resubscribed(since);
         }
-        first = false;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -192,6 +197,7 @@ async fn run_shard(
                     }
                     None => {
                         tracing::warn!(shard = index, "pub/sub connection lost; reconnecting");
+                        lost_at = Some(Timestamp::now());
                         break;
                     }
                 }
