@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs what the tests need, then
 # formatting, lints and every test (unit, property and black-box against real
-# redis-server and nx-27017 processes that the tests start themselves).
+# redis-server and nx-27017 processes that the tests start themselves), then
+# the demo client's browser tests (Chromium + playwright-core).
 # Set MONGODB_URL to run the MongoDB-backed tests against a real MongoDB too.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -16,3 +17,5 @@ echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo test"
 cargo test --workspace --locked
+echo "==> browser tests"
+"$ROOT/scripts/browser-tests.sh"

@@ -130,8 +130,11 @@ impl Worker {
         {
             Ok(entries) => self.process(entries).await,
             Err(e) => {
+                // The read may have been delivered to us after we stopped
+                // waiting: re-read our own pending entries next time.
                 tracing::warn!(error = %e, "reading the event stream failed");
                 self.metrics.errors.with_label_values(&["read"]).inc();
+                self.log.replay_pending();
                 false
             }
         }

@@ -10,7 +10,7 @@ use serde::Deserialize;
 /// The demo client, embedded in the binary (read from disk in debug builds).
 #[derive(rust_embed::RustEmbed)]
 #[folder = "web/"]
-#[exclude = "tests/*"]
+#[exclude = "tests/**"]
 #[exclude = ".*"]
 struct Assets;
 

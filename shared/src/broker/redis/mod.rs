@@ -83,9 +83,7 @@ impl RedisBroker {
         let durable = match settings.wait_replicas {
             0 => None,
             replicas => Some((
-                deadpool_redis::Config::from_url(settings.url.as_str())
-                    .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-                    .map_err(|e| BrokerError::Unavailable(format!("REDIS_URL: {e}")))?,
+                blocking_pool(settings)?,
                 Replication {
                     replicas,
                     timeout: settings.wait_timeout,
@@ -107,6 +105,24 @@ impl RedisBroker {
             .as_ref()
             .ok_or_else(|| BrokerError::Protocol("this broker was built without an inbox".into()))
     }
+}
+
+/// A pool of dedicated connections for commands that block on the server
+/// (`XREADGROUP … BLOCK`, `WAIT`). The driver's own response timeout (500 ms by
+/// default) is switched off on them: it would cut a legitimately blocking
+/// command short — after which Redis may still deliver entries to a reader that
+/// stopped listening. Every call on these connections has its own timeout
+/// covering the blocking time instead.
+fn blocking_pool(settings: &RedisSettings) -> Result<deadpool_redis::Pool, BrokerError> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(settings.timeout))
+        .set_response_timeout(None);
+    let manager = deadpool_redis::Manager::new_with_config(settings.url.as_str(), config)
+        .map_err(|e| BrokerError::Unavailable(format!("REDIS_URL: {e}")))?;
+    deadpool_redis::Pool::builder(manager)
+        .runtime(deadpool_redis::Runtime::Tokio1)
+        .build()
+        .map_err(|e| BrokerError::Unavailable(format!("redis pool: {e}")))
 }
 
 /// Runs a Redis call under the configured timeout, mapping failures.

@@ -5,7 +5,7 @@ use crate::broker::{Backlog, BrokerError, Claimed, EventLog, StreamEntry, Stream
 use crate::config::RedisSettings;
 use crate::domain::{ChatId, UserId};
 use async_trait::async_trait;
-use deadpool_redis::{Config, Pool, Runtime};
+use deadpool_redis::Pool;
 use redis::streams::{StreamId, StreamReadReply};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -30,9 +30,7 @@ impl RedisEventLog {
     /// the start of the stream, so events appended before any persister ran are
     /// not skipped).
     pub async fn connect(settings: &RedisSettings, consumer: &str) -> Result<Self, BrokerError> {
-        let pool = Config::from_url(settings.url.as_str())
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|e| BrokerError::Unavailable(format!("REDIS_URL: {e}")))?;
+        let pool = super::blocking_pool(settings)?;
         let log = Self {
             pool,
             consumer: consumer.to_owned(),
