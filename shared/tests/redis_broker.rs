@@ -1178,10 +1178,17 @@ async fn a_blocking_read_longer_than_the_drivers_default_timeout_waits_instead_o
     let server = RedisServer::start();
     let log = event_log(&server, "patient-reader").await;
     // First call replays (no) pending entries; the second one blocks.
-    assert!(log.read_batch(10, Duration::from_millis(10)).await.unwrap().is_empty());
+    assert!(log
+        .read_batch(10, Duration::from_millis(10))
+        .await
+        .unwrap()
+        .is_empty());
     let started = Instant::now();
     let entries = log.read_batch(10, Duration::from_millis(1500)).await;
     assert!(entries.is_ok(), "{entries:?}");
     assert!(entries.unwrap().is_empty());
-    assert!(started.elapsed() >= Duration::from_millis(1400), "it really blocked");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "it really blocked"
+    );
 }

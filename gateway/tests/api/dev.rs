@@ -99,10 +99,18 @@ async fn with_dev_demo_users_have_chats_and_can_get_tokens(backend: Backend) {
     // The demo client is served, as text that cannot be sniffed into something else.
     let page = cluster.http.get(cluster.url(0, "/")).send().await.unwrap();
     assert_eq!(page.status(), 200);
-    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(page.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
     assert_eq!(page.headers()["x-content-type-options"], "nosniff");
     assert!(page.text().await.unwrap().contains("<html"));
-    let script = cluster.http.get(cluster.url(0, "/app.js")).send().await.unwrap();
+    let script = cluster
+        .http
+        .get(cluster.url(0, "/app.js"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(script.status(), 200);
     let _ = Role::Doctor;
 }
