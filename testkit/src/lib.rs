@@ -61,7 +61,7 @@ impl RedisServer {
     pub fn start_with(aof: bool) -> Self {
         let mut s = Self {
             port: free_port(),
-            dir: tempfile::tempdir().unwrap(),
+            dir: tempfile::tempdir().expect("a temporary directory"),
             child: None,
             aof,
             primary: None,
@@ -74,7 +74,7 @@ impl RedisServer {
     pub fn replica_of(primary: &RedisServer) -> Self {
         let mut s = Self {
             port: free_port(),
-            dir: tempfile::tempdir().unwrap(),
+            dir: tempfile::tempdir().expect("a temporary directory"),
             child: None,
             aof: false,
             primary: Some(primary.port),
@@ -182,7 +182,7 @@ impl MongoServer {
             }
         }
         let port = free_port();
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("a temporary directory");
         let bin = nx_binary();
         let child = Command::new(&bin)
             .arg("--host")
@@ -241,8 +241,8 @@ pub struct TcpProxy {
 impl TcpProxy {
     /// Listens on a free loopback port and forwards to `target` (`host:port`).
     pub async fn start(target: &str) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port for the proxy");
+        let port = listener.local_addr().expect("the proxy port").port();
         let (enabled, watch) = tokio::sync::watch::channel(true);
         let target = target.to_owned();
         let task = tokio::spawn(async move {
