@@ -145,7 +145,6 @@ async fn a_chat_that_is_not_yours_is_indistinguishable_from_one_that_does_not_ex
     // The owners are fine.
     let mut patient = cluster.connect(0, "pat-o", Role::Patient).await;
     patient.send_message(&chat_id, "k", "mine").await;
-    let _ = Client::connect;
 }
 
 async fn websocket_upgrades_from_foreign_origins_are_refused(backend: Backend) {

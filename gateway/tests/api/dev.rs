@@ -4,7 +4,6 @@
 use crate::helpers::{Backend, Client, Cluster, SECRET};
 use chat_gateway::dev::DevSettings;
 use chat_shared::auth::TokenSigner;
-use chat_shared::domain::Role;
 use secrecy::SecretString;
 use serde_json::json;
 
@@ -112,7 +111,6 @@ async fn with_dev_demo_users_have_chats_and_can_get_tokens(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(script.status(), 200);
-    let _ = Role::Doctor;
 }
 
 crate::both_backends!(
