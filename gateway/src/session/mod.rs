@@ -278,7 +278,11 @@ async fn read_loop(
                     }
                 }
                 Some(Ok(AggregatedMessage::Pong(_))) => {}
-                Some(Ok(AggregatedMessage::Close(_))) => return Ending::ClientGone,
+                // Answer a close with a close (RFC 6455 §5.5.1), echoing the code.
+                Some(Ok(AggregatedMessage::Close(reason))) => {
+                    let code = reason.map_or(1000, |r| u16::from(r.code));
+                    return Ending::Close(code, "");
+                }
                 Some(Ok(AggregatedMessage::Binary(_))) => {
                     session.state.metrics.frames_in.with_label_values(&["binary"]).inc();
                     return Ending::Close(4008, "binary frames are not supported");
@@ -286,6 +290,11 @@ async fn read_loop(
                 Some(Err(ProtocolError::Overflow)) => {
                     session.state.metrics.frames_in.with_label_values(&["oversized"]).inc();
                     return Ending::Close(4008, "frame too large");
+                }
+                // The connection dropped: nobody to send a close frame to.
+                Some(Err(ProtocolError::Io(e))) => {
+                    tracing::debug!(error = %e, "websocket connection lost");
+                    return Ending::ClientGone;
                 }
                 Some(Err(e)) => {
                     tracing::debug!(error = %e, "websocket protocol error");

@@ -145,3 +145,11 @@ crate::both_backends!(
     oversized_and_binary_frames_close_the_session_with_4008_and_the_node_keeps_serving,
     bad_rest_input_gets_contract_errors,
 );
+
+#[tokio::test]
+async fn a_client_close_is_answered_with_a_close_frame_echoing_its_code() {
+    let cluster = Cluster::start_with(1, false).await;
+    let mut c = cluster.connect(0, "pat-bye", Role::Patient).await;
+    c.close_with(4100).await;
+    assert_eq!(c.closed().await, Closed::Code(4100));
+}

@@ -447,6 +447,18 @@ impl Client {
             .expect("ws send");
     }
 
+    /// Sends a close frame with `code`.
+    pub async fn close_with(&mut self, code: u16) {
+        use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+        self.ws
+            .send(WsMessage::Close(Some(CloseFrame {
+                code: CloseCode::from(code),
+                reason: "bye".into(),
+            })))
+            .await
+            .expect("ws close");
+    }
+
     /// Sends a binary frame.
     pub async fn send_binary(&mut self, data: Vec<u8>) {
         self.ws
