@@ -241,7 +241,9 @@ pub struct TcpProxy {
 impl TcpProxy {
     /// Listens on a free loopback port and forwards to `target` (`host:port`).
     pub async fn start(target: &str) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a loopback port for the proxy");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port for the proxy");
         let port = listener.local_addr().expect("the proxy port").port();
         let (enabled, watch) = tokio::sync::watch::channel(true);
         let target = target.to_owned();

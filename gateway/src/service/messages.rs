@@ -145,12 +145,14 @@ impl ChatService {
             before: query.before_seq,
             limit: limit + 1,
         };
-        let (stored, recent) = tokio::join!(
-            self.store.messages(chat_id, window),
-            self.broker.recent(chat_id, window)
-        );
+        // The broker first, then the store — not both at once: a message that
+        // leaves the broker's window in between (the in-process log forgets
+        // entries as soon as they are persisted) is then already in the store.
+        // Read concurrently, it could be missed by both.
+        let recent = self.broker.recent(chat_id, window).await?;
+        let stored = self.store.messages(chat_id, window).await?;
         let mut merged: BTreeMap<u64, Message> = BTreeMap::new();
-        for m in stored?.into_iter().chain(recent?) {
+        for m in stored.into_iter().chain(recent) {
             merged.entry(m.seq).or_insert(m);
         }
         let has_more = merged.len() > limit;
