@@ -9,7 +9,7 @@ use chat_shared::broker::redis::RedisBroker;
 use chat_shared::broker::{Broker, BrokerError};
 use chat_shared::store::mongo::MongoStore;
 use chat_shared::store::{Store, StoreError};
-use prometheus::{Encoder, Registry, TextEncoder};
+use prometheus::Registry;
 use std::net::TcpListener;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
@@ -138,9 +138,8 @@ async fn readyz(state: web::Data<State>) -> HttpResponse {
 }
 
 async fn metrics_endpoint(state: web::Data<State>) -> HttpResponse {
-    let mut buf = Vec::new();
-    match TextEncoder::new().encode(&state.registry.gather(), &mut buf) {
-        Ok(()) => HttpResponse::Ok()
+    match chat_shared::telemetry::render_metrics(&state.registry) {
+        Ok(buf) => HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4")
             .body(buf),
         Err(e) => HttpResponse::InternalServerError().body(e.to_string()),

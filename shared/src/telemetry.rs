@@ -48,3 +48,11 @@ pub async fn shutdown_signal() {
         _ = term => {}
     }
 }
+
+/// Encodes a registry in the Prometheus text format, for `/metrics`.
+pub fn render_metrics(registry: &prometheus::Registry) -> Result<Vec<u8>, prometheus::Error> {
+    use prometheus::Encoder;
+    let mut buf = Vec::new();
+    prometheus::TextEncoder::new().encode(&registry.gather(), &mut buf)?;
+    Ok(buf)
+}

@@ -10,32 +10,15 @@ use chat_shared::domain::{AppointmentId, ChatId, ClientMsgId, MessageId, Role, T
 use chat_shared::protocol::{DisplayName, Message};
 use chat_shared::store::mongo::MongoStore;
 use chat_shared::store::{ChatRecord, ChatUpsert, CounterUpdate, NewChat, Store};
+use chat_testkit::eventually;
 use chat_testkit::MongoServer;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::error::{ErrorKind, WriteFailure};
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::Instant;
 
 // ---------------------------------------------------------------- helpers
-
-/// Polls `attempt` until it yields a value, failing the test after `within`.
-async fn eventually<T, F, Fut>(within: Duration, what: &str, mut attempt: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = attempt().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 fn mongo_settings(server: &MongoServer) -> MongoSettings {
     MongoSettings {

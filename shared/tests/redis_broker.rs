@@ -13,9 +13,9 @@ use chat_shared::broker::{
 use chat_shared::config::RedisSettings;
 use chat_shared::domain::{ChatId, ClientMsgId, MessageId, Role, SessionId, Timestamp, UserId};
 use chat_shared::protocol::{Message, RequestId, ServerFrame};
+use chat_testkit::eventually;
 use chat_testkit::RedisServer;
 use std::collections::HashSet;
-use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,22 +27,6 @@ use tokio_util::sync::CancellationToken;
 
 /// How long any single expected delivery may take.
 const DELIVERY: Duration = Duration::from_secs(5);
-
-/// Polls `attempt` until it yields a value, failing the test after `within`.
-async fn eventually<T, F, Fut>(within: Duration, what: &str, mut attempt: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = attempt().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// Forwards every delivery into a channel and counts re-subscriptions.
 struct TestInbox {

@@ -298,3 +298,23 @@ impl Drop for TcpProxy {
         self.task.abort();
     }
 }
+
+/// Polls `check` until it returns `Some`, or panics after `within` naming
+/// `what`. Tests wait for conditions this way, never by sleeping a guess.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -2,7 +2,6 @@
 
 use crate::startup::AppState;
 use actix_web::{web, HttpResponse};
-use prometheus::{Encoder, TextEncoder};
 
 /// `GET /healthz`: 200 while the process lives.
 pub async fn healthz() -> HttpResponse {
@@ -22,9 +21,8 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let mut buf = Vec::new();
-    match TextEncoder::new().encode(&state.metrics.registry.gather(), &mut buf) {
-        Ok(()) => HttpResponse::Ok()
+    match chat_shared::telemetry::render_metrics(&state.metrics.registry) {
+        Ok(buf) => HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4")
             .body(buf),
         Err(e) => HttpResponse::InternalServerError().body(e.to_string()),
