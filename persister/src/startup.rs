@@ -12,7 +12,7 @@ use chat_shared::store::{Store, StoreError};
 use prometheus::Registry;
 use std::net::TcpListener;
 use std::sync::Arc;
-use tokio::task::JoinHandle;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// Why the persister could not start.
@@ -47,7 +47,7 @@ struct State {
 pub struct Application {
     port: u16,
     server: actix_web::dev::Server,
-    worker: JoinHandle<()>,
+    workers: JoinSet<()>,
     shutdown: CancellationToken,
 }
 
@@ -61,19 +61,26 @@ impl Application {
         let store = MongoStore::connect(&settings.mongo, settings.mongo_timeout).await?;
         store.prepare().await?;
         let store: Arc<dyn Store> = Arc::new(store);
-        let log = Arc::new(RedisEventLog::connect(&settings.redis, &settings.consumer).await?);
-        let broker: Arc<dyn Broker> =
-            Arc::new(RedisBroker::connect(&settings.redis, None, shutdown.clone()).await?);
+        let redis = Arc::new(RedisBroker::connect(&settings.redis, None, shutdown.clone()).await?);
+        let broker: Arc<dyn Broker> = redis.clone();
         let registry = Registry::new();
         let metrics = PersisterMetrics::new(&registry)?;
-        let worker = Worker::new(
-            log,
-            store.clone(),
-            broker.clone(),
-            metrics,
-            settings.worker.clone(),
-        );
-        let worker = tokio::spawn(worker.run(shutdown.clone()));
+        // One worker per shard stream: each keeps its shard's (and so each
+        // chat's) events in order, and replicas share every shard through its
+        // consumer group.
+        let mut workers = JoinSet::new();
+        for shard in redis.keyspace().shards() {
+            let log =
+                Arc::new(RedisEventLog::connect(&settings.redis, shard, &settings.consumer).await?);
+            let worker = Worker::new(
+                log,
+                store.clone(),
+                broker.clone(),
+                metrics.clone(),
+                settings.worker.clone(),
+            );
+            workers.spawn(worker.run(shutdown.clone()));
+        }
 
         let listener = TcpListener::bind(settings.addr).map_err(|source| StartupError::Bind {
             addr: settings.addr,
@@ -106,7 +113,7 @@ impl Application {
         Ok(Self {
             port,
             server,
-            worker,
+            workers,
             shutdown,
         })
     }
@@ -122,7 +129,8 @@ impl Application {
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
         self.shutdown.cancelled().await;
-        let _ = self.worker.await;
+        let mut workers = self.workers;
+        while workers.join_next().await.is_some() {}
         handle.stop(true).await;
         let _ = server.await;
         Ok(())

@@ -72,6 +72,9 @@ pub struct Worker {
     pub settings: WorkerSettings,
     /// Failed attempts per entry whose data the store refused.
     pub attempts: Mutex<HashMap<String, u64>>,
+    /// This worker's last backlog reading (pending, undelivered): the gauges
+    /// are the sum over every shard's worker, so each adds its change.
+    backlog: Mutex<(i64, i64)>,
 }
 
 impl Worker {
@@ -90,6 +93,7 @@ impl Worker {
             metrics,
             settings,
             attempts: Mutex::new(HashMap::new()),
+            backlog: Mutex::new((0, 0)),
         }
     }
 
@@ -181,8 +185,11 @@ impl Worker {
             }
         }
         if let Ok(b) = self.log.backlog().await {
-            self.metrics.pending.set(b.pending as i64);
-            self.metrics.undelivered.set(b.undelivered as i64);
+            let now = (b.pending as i64, b.undelivered as i64);
+            let mut last = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
+            self.metrics.pending.add(now.0 - last.0);
+            self.metrics.undelivered.add(now.1 - last.1);
+            *last = now;
         }
     }
 

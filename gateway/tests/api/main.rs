@@ -14,4 +14,5 @@ mod limits;
 mod messaging;
 mod persistence;
 mod presence;
+mod redis_cluster;
 mod unread;

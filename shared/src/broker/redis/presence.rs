@@ -188,16 +188,18 @@ impl Presence for RedisBroker {
                 self.make_candidate(&user, grace).await?;
             }
         }
+        // Two keys in two slots: two commands (a cluster refuses a cross-slot
+        // pipeline); the node leaves the heartbeat set last, so a failure in
+        // between is retried by the next reaper.
         let mut conn = self.conn.clone();
         with_timeout(self.timeout, async {
-            redis::pipe()
-                .cmd("DEL")
+            redis::cmd("DEL")
                 .arg(&key)
-                .ignore()
-                .cmd("ZREM")
+                .query_async::<()>(&mut conn)
+                .await?;
+            redis::cmd("ZREM")
                 .arg(NODES)
                 .arg(node)
-                .ignore()
                 .query_async::<()>(&mut conn)
                 .await
         })
@@ -254,17 +256,25 @@ impl Presence for RedisBroker {
         if users.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for u in users {
-            pipe.cmd("EXISTS").arg(sessions_key(u));
-        }
-        let mut conn = self.conn.clone();
-        let found: Vec<i64> =
-            with_timeout(
-                self.timeout,
-                async move { pipe.query_async(&mut conn).await },
-            )
-            .await?;
+        // One key per user, each in its own slot on a cluster: concurrent
+        // commands, which the multiplexed connection pipelines anyway.
+        let lookups = users.iter().map(|u| {
+            let mut conn = self.conn.clone();
+            let key = sessions_key(u);
+            async move {
+                redis::cmd("EXISTS")
+                    .arg(key)
+                    .query_async::<i64>(&mut conn)
+                    .await
+            }
+        });
+        let found = with_timeout(self.timeout, async {
+            futures_util::future::join_all(lookups)
+                .await
+                .into_iter()
+                .collect::<redis::RedisResult<Vec<i64>>>()
+        })
+        .await?;
         Ok(found.into_iter().map(|n| n > 0).collect())
     }
 }
