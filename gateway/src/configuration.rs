@@ -23,6 +23,11 @@ use std::time::Duration;
     about = "WebSocket + REST chat gateway node"
 )]
 pub struct Args {
+    /// Probe this process's own `/healthz` (at the configured address) and
+    /// exit 0 if it answers 200: the container `HEALTHCHECK` (no shell or curl
+    /// in the image).
+    #[arg(long)]
+    pub healthcheck: bool,
     /// Development mode: demo users and chats, `/dev/token`, the demo client at `/`.
     #[arg(long)]
     pub dev: bool,

@@ -16,6 +16,11 @@ use std::time::Duration;
     about = "Writes the chat event stream to MongoDB"
 )]
 pub struct Args {
+    /// Probe this process's own `/healthz` (at the configured address) and
+    /// exit 0 if it answers 200: the container `HEALTHCHECK` (no shell or curl
+    /// in the image).
+    #[arg(long)]
+    pub healthcheck: bool,
     /// Redis (required).
     #[command(flatten)]
     pub redis: RedisArgs,
