@@ -43,7 +43,10 @@ fn each_bad_variable_is_named_in_one_line_and_the_exit_code_is_2() {
             "JWT_PUBLIC_KEY_FILE",
         ),
         (("REDIS_URL", "http://nope"), "REDIS_URL"),
-        (("REDIS_URL", "redis://127.0.0.1:1,http://nope"), "REDIS_URL"),
+        (
+            ("REDIS_URL", "redis://127.0.0.1:1,http://nope"),
+            "REDIS_URL",
+        ),
         (("REDIS_URL", " , "), "REDIS_URL"),
         (("REDIS_SHARDS", "0"), "REDIS_SHARDS"),
         (("REDIS_SHARDS", "257"), "REDIS_SHARDS"),
