@@ -39,6 +39,8 @@ pub enum StartupError {
 
 struct State {
     registry: Registry,
+    /// `chat_ready`: 1 when `/readyz` answers 200.
+    ready: prometheus::IntGauge,
     store: Arc<dyn Store>,
     broker: Arc<dyn Broker>,
 }
@@ -65,6 +67,8 @@ impl Application {
         let broker: Arc<dyn Broker> = redis.clone();
         let registry = Registry::new();
         let metrics = PersisterMetrics::new(&registry)?;
+        let ready = prometheus::IntGauge::new("chat_ready", "1 when /readyz answers 200")?;
+        registry.register(Box::new(ready.clone()))?;
         // One worker per shard stream: each keeps its shard's (and so each
         // chat's) events in order, and replicas share every shard through its
         // consumer group.
@@ -89,6 +93,7 @@ impl Application {
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         let state = web::Data::new(State {
             registry,
+            ready,
             store,
             broker,
         });
@@ -137,15 +142,27 @@ impl Application {
     }
 }
 
-async fn readyz(state: web::Data<State>) -> HttpResponse {
+/// Why the persister is not ready, if it is not.
+async fn readiness(state: &State) -> Result<(), String> {
     match (state.store.ping().await, state.broker.ping().await) {
-        (Ok(()), Ok(())) => HttpResponse::Ok().body("ready"),
-        (Err(e), _) => HttpResponse::ServiceUnavailable().body(format!("store: {e}")),
-        (_, Err(e)) => HttpResponse::ServiceUnavailable().body(format!("broker: {e}")),
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(e), _) => Err(format!("store: {e}")),
+        (_, Err(e)) => Err(format!("broker: {e}")),
+    }
+}
+
+async fn readyz(state: web::Data<State>) -> HttpResponse {
+    let ready = readiness(&state).await;
+    state.ready.set(i64::from(ready.is_ok()));
+    match ready {
+        Ok(()) => HttpResponse::Ok().body("ready"),
+        Err(why) => HttpResponse::ServiceUnavailable().body(why),
     }
 }
 
 async fn metrics_endpoint(state: web::Data<State>) -> HttpResponse {
+    let ready = readiness(&state).await.is_ok();
+    state.ready.set(i64::from(ready));
     match chat_shared::telemetry::render_metrics(&state.registry) {
         Ok(buf) => HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4")

@@ -38,6 +38,8 @@ pub struct Node {
 
 /// A running persister.
 pub struct PersisterHandle {
+    /// Its HTTP port (`/healthz`, `/readyz`, `/metrics`).
+    pub port: u16,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -294,10 +296,15 @@ impl Cluster {
         let app = chat_persister::startup::Application::build(settings, shutdown.clone())
             .await
             .expect("persister starts");
+        let port = app.port();
         let task = tokio::spawn(async move {
             let _ = app.run_until_stopped().await;
         });
-        self.persisters.push(PersisterHandle { shutdown, task });
+        self.persisters.push(PersisterHandle {
+            port,
+            shutdown,
+            task,
+        });
     }
 
     /// Stops every persister replica and waits for them.

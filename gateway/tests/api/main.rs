@@ -12,6 +12,7 @@ mod drain;
 mod helpers;
 mod limits;
 mod messaging;
+mod metrics;
 mod persistence;
 mod presence;
 mod redis_cluster;

@@ -149,6 +149,7 @@ impl MongoStore {
         options.server_selection_timeout = Some(timeout);
         options.connect_timeout = Some(timeout);
         options.app_name.get_or_insert_with(|| "chat".into());
+        options.command_event_handler = Some(crate::metrics::mongo_command_handler());
         let client =
             Client::with_options(options).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(Self {

@@ -142,7 +142,7 @@ pub async fn agree_on_shards(
     settings: &RedisSettings,
 ) -> Result<Keyspace, BrokerError> {
     let mut conn = conn.clone();
-    let recorded: Option<u16> = with_timeout(settings.timeout, async {
+    let recorded: Option<u16> = with_timeout("ping", settings.timeout, async {
         redis::pipe()
             .cmd("SET")
             .arg(keys::SHARDS)
@@ -185,28 +185,35 @@ fn blocking_pool(settings: &RedisSettings) -> Result<deadpool_redis::Pool, Broke
 }
 
 /// Runs a Redis call under the configured timeout, mapping failures.
-async fn with_timeout<T>(
+pub(super) async fn with_timeout<T>(
+    op: &'static str,
     timeout: Duration,
     fut: impl Future<Output = redis::RedisResult<T>>,
 ) -> Result<T, BrokerError> {
-    with_timeout_for(None, timeout, fut).await
+    with_timeout_for(op, None, timeout, fut).await
 }
 
 /// Like [`with_timeout`], turning the scripts' `NOSEQ` error into
-/// [`BrokerError::SeqUnknown`] for `chat`.
+/// [`BrokerError::SeqUnknown`] for `chat`. Every call is recorded in
+/// [`crate::metrics::REDIS`] under `op`.
 async fn with_timeout_for<T>(
+    op: &'static str,
     chat: Option<ChatId>,
     timeout: Duration,
     fut: impl Future<Output = redis::RedisResult<T>>,
 ) -> Result<T, BrokerError> {
-    match tokio::time::timeout(timeout, fut).await {
+    let started = std::time::Instant::now();
+    let result = match tokio::time::timeout(timeout, fut).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => match chat {
             Some(chat) if e.to_string().contains("NOSEQ") => Err(BrokerError::SeqUnknown(chat)),
             _ => Err(BrokerError::Unavailable(e.to_string())),
         },
         Err(_) => Err(BrokerError::Unavailable("redis command timed out".into())),
-    }
+    };
+    let ok = !matches!(result, Err(BrokerError::Unavailable(_)));
+    crate::metrics::REDIS.observe(op, started.elapsed(), ok);
+    result
 }
 
 fn floor_arg(floor: Option<u64>) -> String {
@@ -230,16 +237,27 @@ impl RedisBroker {
     ) -> Result<T, BrokerError> {
         let Some((pool, replication)) = &self.durable else {
             let mut conn = self.conn.clone();
-            return with_timeout_for(Some(chat), self.timeout, invocation.invoke_async(&mut conn))
-                .await;
+            return with_timeout_for(
+                "append",
+                Some(chat),
+                self.timeout,
+                invocation.invoke_async(&mut conn),
+            )
+            .await;
         };
         let mut conn = tokio::time::timeout(self.timeout, pool.get())
             .await
             .map_err(|_| BrokerError::Unavailable("redis pool timed out".into()))?
             .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
-        let value: T =
-            with_timeout_for(Some(chat), self.timeout, invocation.invoke_async(&mut conn)).await?;
+        let value: T = with_timeout_for(
+            "append",
+            Some(chat),
+            self.timeout,
+            invocation.invoke_async(&mut conn),
+        )
+        .await?;
         let acked: u32 = with_timeout(
+            "wait",
             self.timeout + replication.timeout,
             redis::cmd("WAIT")
                 .arg(replication.replicas)
@@ -325,7 +343,7 @@ impl Broker for RedisBroker {
         let channel = self.keys.shard_of_user(user).user_channel(user);
         let payload = envelope.encode();
         let command = self.publish_command;
-        with_timeout(self.timeout, async move {
+        with_timeout("publish", self.timeout, async move {
             redis::cmd(command)
                 .arg(channel)
                 .arg(payload)
@@ -363,12 +381,10 @@ impl Broker for RedisBroker {
         // Redis refuses a count above i64::MAX ("no limit" spelled usize::MAX).
         let limit = i64::try_from(window.limit).unwrap_or(i64::MAX);
         cmd.arg("LIMIT").arg(0).arg(limit);
-        let raw: Vec<String> =
-            with_timeout(
-                self.timeout,
-                async move { cmd.query_async(&mut conn).await },
-            )
-            .await?;
+        let raw: Vec<String> = with_timeout("recent", self.timeout, async move {
+            cmd.query_async(&mut conn).await
+        })
+        .await?;
         let mut messages = raw
             .iter()
             .map(|j| decode_message(j))
@@ -393,7 +409,7 @@ impl Broker for RedisBroker {
 
     async fn ping(&self) -> Result<(), BrokerError> {
         let mut conn = self.conn.clone();
-        with_timeout(self.timeout, async move {
+        with_timeout("ping", self.timeout, async move {
             redis::cmd("PING").query_async::<String>(&mut conn).await
         })
         .await

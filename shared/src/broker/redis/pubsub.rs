@@ -172,6 +172,7 @@ async fn run_shard(
         };
         backoff = Duration::from_millis(50);
         if let Some(since) = lost_at.take() {
+            crate::metrics::REDIS.pubsub_reconnects.inc();
             tracing::info!(
                 shard = index,
                 channels = channels.len(),

@@ -72,6 +72,7 @@ impl AsyncPushSender for Pushes {
                     .unwrap_or_else(|p| p.into_inner())
                     .take();
                 if let Some(since) = since {
+                    crate::metrics::REDIS.pubsub_reconnects.inc();
                     tracing::info!("sharded pub/sub resubscribed");
                     self.inbox.resubscribed(since);
                 }

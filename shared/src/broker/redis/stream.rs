@@ -75,11 +75,7 @@ impl RedisEventLog {
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, BrokerError> {
         let mut conn = self.conn().await?;
-        match tokio::time::timeout(self.timeout, cmd.query_async(&mut conn)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(BrokerError::Unavailable(e.to_string())),
-            Err(_) => Err(BrokerError::Unavailable("redis command timed out".into())),
-        }
+        super::with_timeout("stream", self.timeout, cmd.query_async(&mut conn)).await
     }
 
     async fn conn(&self) -> Result<Conn, BrokerError> {
