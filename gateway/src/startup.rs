@@ -254,8 +254,11 @@ impl Application {
             }
         })
         .disable_signals()
-        .shutdown_timeout(5)
-        .listen(listener)
+        .shutdown_timeout(5);
+        let server = match &settings.tls {
+            Some(tls) => server.listen_rustls_0_23(listener, (**tls).clone()),
+            None => server.listen(listener),
+        }
         .map_err(|source| StartupError::Bind {
             addr: settings.addr,
             source,

@@ -240,6 +240,7 @@ impl Cluster {
                 tick: Duration::from_millis(100),
             },
             dev: None,
+            tls: None,
         };
         adjust(&mut settings);
         let draining = CancellationToken::new();
