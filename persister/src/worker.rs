@@ -200,8 +200,9 @@ impl Worker {
         }
         let mut ids = Vec::with_capacity(entries.len());
         let mut events: Vec<StreamEvent> = Vec::with_capacity(entries.len());
-        // One `persister.write` span per traced event, open while its batch is
-        // written (retries and isolation included), in the sender's trace.
+        // One `persister.write` span per traced event, in the sender's trace,
+        // open while its batch is written, acknowledged and announced
+        // (isolation included; a replay of a failed batch gets new spans).
         let mut spans = Vec::new();
         for entry in entries {
             match entry.event {
