@@ -16,7 +16,7 @@ async fn main() -> std::process::ExitCode {
             }
         };
     }
-    chat_shared::telemetry::init("info");
+    chat_shared::telemetry::init("chat-gateway", "info");
     let settings = match args.validate() {
         Ok(s) => s,
         Err(e) => {
@@ -48,11 +48,14 @@ async fn main() -> std::process::ExitCode {
         tracing::info!("shutdown signal received: draining");
         draining.cancel();
     });
-    match app.run_until_stopped().await {
+    let code = match app.run_until_stopped().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("chat-gateway: {e}");
             std::process::ExitCode::FAILURE
         }
-    }
+    };
+    // The last spans are still queued: export them (bounded wait).
+    chat_shared::telemetry::shutdown().await;
+    code
 }

@@ -16,7 +16,7 @@ async fn main() -> std::process::ExitCode {
             }
         };
     }
-    chat_shared::telemetry::init("info");
+    chat_shared::telemetry::init("chat-persister", "info");
     let settings = match args.validate() {
         Ok(s) => s,
         Err(e) => {
@@ -38,11 +38,14 @@ async fn main() -> std::process::ExitCode {
         tracing::info!("shutdown signal received");
         shutdown.cancel();
     });
-    match app.run_until_stopped().await {
+    let code = match app.run_until_stopped().await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("chat-persister: {e}");
             std::process::ExitCode::FAILURE
         }
-    }
+    };
+    // The last spans are still queued: export them (bounded wait).
+    chat_shared::telemetry::shutdown().await;
+    code
 }

@@ -234,9 +234,16 @@ impl Worker {
         }
         let mut ids = Vec::with_capacity(entries.len());
         let mut events: Vec<StreamEvent> = Vec::with_capacity(entries.len());
+        // One `persister.write` span per traced event, in the sender's trace,
+        // open while its batch is written, acknowledged and announced
+        // (isolation included; a replay of a failed batch gets new spans).
+        let mut spans = Vec::new();
         for entry in entries {
             match entry.event {
                 Ok(ev) => {
+                    if let Some(tp) = &entry.traceparent {
+                        spans.push(write_span(&ev, &entry.id, tp));
+                    }
                     ids.push(entry.id);
                     events.push(ev);
                 }
@@ -249,24 +256,34 @@ impl Worker {
                 }
             }
         }
+        for span in &spans {
+            span.record("batch", events.len());
+        }
         let started = Instant::now();
-        match apply_batch(self.store.as_ref(), &events).await {
+        let (done, status) = match apply_batch(self.store.as_ref(), &events).await {
             Ok(outcome) => {
                 self.record(&outcome, events.len(), started);
-                self.finish(&ids, &outcome).await
+                (self.finish(&ids, &outcome).await, "written")
             }
             Err(e) if e.is_transient() => {
                 tracing::warn!(error = %e, events = events.len(), "store unavailable; the batch will be replayed");
                 self.metrics.errors.with_label_values(&["store"]).inc();
                 self.log.replay_pending();
-                false
+                (false, "store_unavailable")
             }
             Err(e) => {
                 tracing::warn!(error = %e, "the store refused part of a batch; isolating entries");
                 self.metrics.errors.with_label_values(&["rejected"]).inc();
-                self.isolate(ids, events).await
+                (self.isolate(ids, events).await, "isolated")
+            }
+        };
+        for span in &spans {
+            span.record("outcome", status);
+            if !done {
+                span.record("otel.status_code", "ERROR");
             }
         }
+        done
     }
 
     /// Applies entries one by one so one bad entry cannot hold the rest back.
@@ -397,4 +414,41 @@ impl Worker {
             }
         }
     }
+}
+
+/// A `persister.write` span for one event, whose parent is the span that
+/// appended it (its `traceparent`, carried in the stream entry). Ids and
+/// numbers only, never the body.
+fn write_span(event: &StreamEvent, entry: &str, traceparent: &str) -> tracing::Span {
+    use tracing::field::Empty;
+    let span = match event {
+        StreamEvent::Message(m) => tracing::info_span!(
+            "persister.write",
+            otel.kind = "consumer",
+            event = "message",
+            chat_id = %m.chat_id,
+            seq = m.seq,
+            message_id = %m.id,
+            entry,
+            batch = Empty,
+            outcome = Empty,
+            otel.status_code = Empty,
+        ),
+        StreamEvent::Read {
+            chat_id, up_to_seq, ..
+        } => tracing::info_span!(
+            "persister.write",
+            otel.kind = "consumer",
+            event = "read",
+            chat_id = %chat_id,
+            seq = *up_to_seq,
+            message_id = Empty,
+            entry,
+            batch = Empty,
+            outcome = Empty,
+            otel.status_code = Empty,
+        ),
+    };
+    chat_shared::telemetry::set_remote_parent(&span, traceparent);
+    span
 }

@@ -8,7 +8,8 @@
 //! - [`protocol`]: every WebSocket frame and REST body of `PROTOCOL.md`;
 //! - [`auth`]: JWT verification with a pinned algorithm (and HS256 signing for dev/tests);
 //! - [`config`]: environment/flag groups validated into typed settings;
-//! - [`telemetry`]: logging setup;
+//! - [`telemetry`]: logs, OpenTelemetry trace export and trace context propagation,
+//!   `/metrics` rendering;
 //! - [`metrics`]: Redis and MongoDB command metrics (process-wide);
 //! - [`probe`]: `--healthcheck` for shell-less container images;
 //! - [`broker`]: append-with-`seq`, publish/subscribe, recent window, consumer group —

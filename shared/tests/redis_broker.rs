@@ -1179,3 +1179,48 @@ async fn a_blocking_read_longer_than_the_drivers_default_timeout_waits_instead_o
         "it really blocked"
     );
 }
+
+// ---------------------------------------------------------------- tracing
+
+#[tokio::test]
+async fn appends_store_the_current_spans_traceparent_with_the_stream_entry() {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing::Instrument;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    // The OpenTelemetry layer for this thread only (the current-thread
+    // runtime polls the appends here).
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let server = RedisServer::start();
+    let (broker, _rx, _inbox) = connect(&server).await;
+    let log = event_log(&server, "p1").await;
+    let chat = TestChat::new();
+    let span = tracing::info_span!("broker.append");
+    let traceparent = span
+        .in_scope(chat_shared::telemetry::current_traceparent)
+        .expect("a traced span has a traceparent");
+    let m = append(&broker, &chat, "traced")
+        .instrument(span.clone())
+        .await;
+    broker
+        .append_read(chat.id, &chat.doctor, &chat.patient, m.seq, None)
+        .instrument(span)
+        .await
+        .unwrap();
+    // Outside any span, nothing is stored (and the entry reads as before).
+    append(&broker, &chat, "untraced").await;
+
+    let entries = read_entries(&log, 3, 10).await;
+    let carried: Vec<Option<&str>> = entries.iter().map(|e| e.traceparent.as_deref()).collect();
+    assert_eq!(
+        carried,
+        [Some(traceparent.as_str()), Some(traceparent.as_str()), None]
+    );
+    assert!(matches!(&entries[0].event, Ok(StreamEvent::Message(x)) if x.id == m.id));
+    assert!(matches!(entries[1].event, Ok(StreamEvent::Read { .. })));
+    assert!(matches!(entries[2].event, Ok(StreamEvent::Message(_))));
+}

@@ -34,6 +34,23 @@ fn wait_for_port(port: u16, within: Duration, what: &str) {
     panic!("{what} did not listen on port {port} within {within:?}");
 }
 
+/// Whether `child` came up listening on `port` (and did not exit, as it does
+/// when the port is taken — then someone else may be the one listening).
+fn serving(child: &mut Child, port: u16, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return false;
+        }
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            std::thread::sleep(Duration::from_millis(20));
+            return matches!(child.try_wait(), Ok(None));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
 fn kill(child: &mut Option<Child>) {
     if let Some(mut c) = child.take() {
         let _ = c.kill();
@@ -69,7 +86,7 @@ impl RedisServer {
             primary: None,
             cluster_port: None,
         };
-        s.spawn();
+        s.spawn_with(true);
         s
     }
 
@@ -83,11 +100,12 @@ impl RedisServer {
             primary: Some(primary.port),
             cluster_port: None,
         };
-        s.spawn();
+        s.spawn_with(true);
         s
     }
 
-    fn spawn(&mut self) {
+    /// One attempt; whether this very process serves the port.
+    fn spawn_once(&mut self) -> bool {
         let mut cmd = Command::new("redis-server");
         cmd.arg("--port")
             .arg(self.port.to_string())
@@ -121,11 +139,29 @@ impl RedisServer {
         } else {
             cmd.args(["--appendonly", "no"]);
         }
-        let child = cmd
+        let mut child = cmd
             .spawn()
             .expect("redis-server not found: run scripts/test.sh, which installs it");
+        let up = serving(&mut child, self.port, Duration::from_secs(20));
         self.child = Some(child);
-        wait_for_port(self.port, Duration::from_secs(10), "redis-server");
+        up
+    }
+
+    /// Starts the server; a port another test grabbed between [`free_port`]
+    /// and the bind makes it exit at once, and it is started again on fresh
+    /// ports (`fresh_ports`) or, for a restart, on the same ones.
+    fn spawn_with(&mut self, fresh_ports: bool) {
+        for _ in 0..5 {
+            if self.spawn_once() {
+                return;
+            }
+            kill(&mut self.child);
+            if fresh_ports {
+                self.port = free_port();
+                self.cluster_port = self.cluster_port.map(|_| free_port());
+            }
+        }
+        panic!("redis-server did not start on port {}", self.port);
     }
 
     /// `redis://127.0.0.1:PORT`.
@@ -146,7 +182,7 @@ impl RedisServer {
     /// Starts it again on the same port (and data directory).
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        self.spawn_with(false);
     }
 }
 
@@ -175,7 +211,7 @@ impl RedisCluster {
                     primary: None,
                     cluster_port: Some(free_port()),
                 };
-                s.spawn();
+                s.spawn_with(true);
                 s
             })
             .collect();

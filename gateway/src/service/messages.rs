@@ -2,11 +2,15 @@
 
 use super::{ChatService, ServiceError};
 use chat_shared::auth::Identity;
-use chat_shared::broker::{Appended, BrokerError, Envelope, MessageDraft, SeqWindow};
-use chat_shared::domain::{ChatId, ClientMsgId, MessageBody, MessageId, SessionId, Timestamp};
+use chat_shared::broker::{Appended, BrokerError, Envelope, MessageDraft, Participants, SeqWindow};
+use chat_shared::domain::{
+    ChatId, ClientMsgId, MessageBody, MessageId, SessionId, Timestamp, UserId,
+};
 use chat_shared::protocol::rest::{HistoryQuery, MessagePage};
 use chat_shared::protocol::{Message, ServerFrame};
 use std::collections::BTreeMap;
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
 
 /// Default history page size.
 pub const DEFAULT_PAGE: usize = 50;
@@ -36,7 +40,6 @@ impl ChatService {
             created_at: Timestamp::now(),
         };
         match self
-            .broker
             .append_message(&draft, &participants, origin, None)
             .await
         {
@@ -54,7 +57,6 @@ impl ChatService {
                 }
                 let floor = self.last_seq(chat_id).await?;
                 Ok(self
-                    .broker
                     .append_message(&draft, &participants, origin, Some(floor))
                     .await?)
             }
@@ -75,16 +77,11 @@ impl ChatService {
         let peer = participants
             .peer_of(&who.user_id)
             .ok_or(ServiceError::NotFound)?;
-        match self
-            .broker
-            .append_read(chat_id, &who.user_id, peer, up_to_seq, None)
-            .await
-        {
+        match self.append_read(chat_id, who, peer, up_to_seq, None).await {
             Err(BrokerError::SeqUnknown(_)) => {
                 let floor = self.last_seq(chat_id).await?;
                 Ok(self
-                    .broker
-                    .append_read(chat_id, &who.user_id, peer, up_to_seq, Some(floor))
+                    .append_read(chat_id, who, peer, up_to_seq, Some(floor))
                     .await?)
             }
             other => Ok(other?),
@@ -165,6 +162,63 @@ impl ChatService {
         Ok(MessagePage { messages, has_more })
     }
 
+    /// [`chat_shared::broker::Broker::append_message`] in a `broker.append`
+    /// span. The engine stores the span's trace context with the stream entry
+    /// (so the persister's span joins this trace); the publish to both
+    /// participants happens inside the same atomic append, so it is part of
+    /// this span (`published`).
+    async fn append_message(
+        &self,
+        draft: &MessageDraft,
+        participants: &Participants,
+        origin: SessionId,
+        floor_seq: Option<u64>,
+    ) -> Result<Appended, BrokerError> {
+        let span = append_span("message", draft.chat_id);
+        span.record("message_id", tracing::field::display(&draft.id));
+        let result = self
+            .broker
+            .append_message(draft, participants, origin, floor_seq)
+            .instrument(span.clone())
+            .await;
+        match &result {
+            Ok(appended) => {
+                let new = matches!(appended, Appended::New(_));
+                span.record("seq", appended.message().seq);
+                span.record("duplicate", !new);
+                span.record("published", new);
+            }
+            Err(e) => record_error(&span, e),
+        }
+        result
+    }
+
+    /// [`chat_shared::broker::Broker::append_read`] in a `broker.append` span
+    /// (see [`Self::append_message`]); `seq` is the stored mark.
+    async fn append_read(
+        &self,
+        chat_id: ChatId,
+        who: &Identity,
+        peer: &UserId,
+        up_to_seq: u64,
+        floor_seq: Option<u64>,
+    ) -> Result<u64, BrokerError> {
+        let span = append_span("read", chat_id);
+        let result = self
+            .broker
+            .append_read(chat_id, &who.user_id, peer, up_to_seq, floor_seq)
+            .instrument(span.clone())
+            .await;
+        match &result {
+            Ok(mark) => {
+                span.record("seq", *mark);
+                span.record("published", *mark > 0);
+            }
+            Err(e) => record_error(&span, e),
+        }
+        result
+    }
+
     async fn last_seq(&self, chat_id: ChatId) -> Result<u64, ServiceError> {
         Ok(self
             .store
@@ -172,5 +226,35 @@ impl ChatService {
             .await?
             .map(|c| c.last_seq)
             .unwrap_or(0))
+    }
+}
+
+/// A `broker.append` span: one append of a durable event (`message` or
+/// `read`) to the broker. Carries ids and numbers only, never the body.
+fn append_span(event: &'static str, chat_id: ChatId) -> Span {
+    tracing::info_span!(
+        "broker.append",
+        otel.kind = "producer",
+        event,
+        chat_id = %chat_id,
+        message_id = Empty,
+        seq = Empty,
+        duplicate = Empty,
+        published = Empty,
+        error = Empty,
+        otel.status_code = Empty,
+    )
+}
+
+/// Marks a span failed with the broker's error (which never carries a body).
+fn record_error(span: &Span, e: &BrokerError) {
+    let kind = match e {
+        BrokerError::Unavailable(_) => "unavailable",
+        BrokerError::SeqUnknown(_) => "seq_unknown",
+        BrokerError::Protocol(_) => "protocol",
+    };
+    span.record("error", kind);
+    if !matches!(e, BrokerError::SeqUnknown(_)) {
+        span.record("otel.status_code", "ERROR");
     }
 }

@@ -3,9 +3,12 @@
 use super::outbound::Outbound;
 use super::{Ending, Session};
 use chat_shared::broker::Appended;
+use chat_shared::domain::{ChatId, ClientMsgId, MessageBody};
 use chat_shared::protocol::rest::HistoryQuery;
 use chat_shared::protocol::{ClientFrame, ErrorCode, RequestId, ServerFrame};
 use std::time::{Duration, Instant};
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
 
 /// At most one typing indicator per chat per this interval is forwarded.
 pub const TYPING_INTERVAL: Duration = Duration::from_secs(2);
@@ -32,56 +35,51 @@ pub async fn handle(session: &mut Session, text: &str) -> Option<Ending> {
             client_msg_id,
             body,
         } => {
-            let received = Instant::now();
-            if let Err(wait) = session.state.send_limiter.check(&session.identity.user_id) {
-                metrics.rate_limited.inc();
-                metrics
-                    .refused
-                    .with_label_values(&[ErrorCode::RateLimited.as_str()])
-                    .inc();
-                session.reply(&ServerFrame::Error {
-                    id,
-                    code: ErrorCode::RateLimited,
-                    message: "sending too fast; retry later".into(),
-                    retry_after_ms: Some(wait.as_millis().max(1) as u64),
-                });
-                return None;
-            }
-            let result = session
-                .state
-                .service
-                .send(&session.identity, session.id, chat_id, client_msg_id, body)
+            let span = tracing::info_span!(
+                "ws.send",
+                otel.kind = "server",
+                chat_id = %chat_id,
+                user_id = %session.identity.user_id,
+                role = session.identity.role.as_str(),
+                session_id = %session.id,
+                message_id = Empty,
+                seq = Empty,
+                outcome = Empty,
+                otel.status_code = Empty,
+            );
+            send(session, id, chat_id, client_msg_id, body)
+                .instrument(span)
                 .await;
-            match result {
-                Ok(appended) => {
-                    metrics.accepted.inc();
-                    let message = match appended {
-                        Appended::New(m) | Appended::Duplicate(m) => m,
-                    };
-                    session.reply_ack(id, message);
-                    metrics.send_ack.observe(received.elapsed().as_secs_f64());
-                }
-                Err(e) => {
-                    metrics
-                        .refused
-                        .with_label_values(&[e.code().as_str()])
-                        .inc();
-                    session.reply_error(id, e.code(), e.to_string());
-                }
-            }
         }
         ClientFrame::Read {
             id,
             chat_id,
             up_to_seq,
         } => {
-            if let Err(e) = session
+            let span = tracing::info_span!(
+                "ws.read",
+                otel.kind = "server",
+                chat_id = %chat_id,
+                user_id = %session.identity.user_id,
+                role = session.identity.role.as_str(),
+                session_id = %session.id,
+                up_to_seq,
+                outcome = Empty,
+            );
+            let result = session
                 .state
                 .service
                 .mark_read(&session.identity, chat_id, up_to_seq)
-                .await
-            {
-                session.reply_error(id, e.code(), e.to_string());
+                .instrument(span.clone())
+                .await;
+            match result {
+                Ok(_) => {
+                    span.record("outcome", "ok");
+                }
+                Err(e) => {
+                    span.record("outcome", e.code().as_str());
+                    session.reply_error(id, e.code(), e.to_string());
+                }
             }
         }
         ClientFrame::Typing {
@@ -170,6 +168,65 @@ pub async fn handle(session: &mut Session, text: &str) -> Option<Ending> {
         ClientFrame::Ping { id } => session.reply(&ServerFrame::Pong { id }),
     }
     None
+}
+
+/// Handles a `send` frame inside its `ws.send` span (the current span):
+/// rate limit, then the service's append, then the `ack` or `error`.
+async fn send(
+    session: &mut Session,
+    id: Option<RequestId>,
+    chat_id: ChatId,
+    client_msg_id: ClientMsgId,
+    body: MessageBody,
+) {
+    let metrics = session.state.metrics.clone();
+    let received = Instant::now();
+    if let Err(wait) = session.state.send_limiter.check(&session.identity.user_id) {
+        metrics.rate_limited.inc();
+        metrics
+            .refused
+            .with_label_values(&[ErrorCode::RateLimited.as_str()])
+            .inc();
+        session.reply(&ServerFrame::Error {
+            id,
+            code: ErrorCode::RateLimited,
+            message: "sending too fast; retry later".into(),
+            retry_after_ms: Some(wait.as_millis().max(1) as u64),
+        });
+        Span::current().record("outcome", ErrorCode::RateLimited.as_str());
+        return;
+    }
+    let result = session
+        .state
+        .service
+        .send(&session.identity, session.id, chat_id, client_msg_id, body)
+        .await;
+    let span = Span::current();
+    match result {
+        Ok(appended) => {
+            metrics.accepted.inc();
+            let (message, outcome) = match appended {
+                Appended::New(m) => (m, "ack"),
+                Appended::Duplicate(m) => (m, "duplicate"),
+            };
+            span.record("message_id", tracing::field::display(&message.id));
+            span.record("seq", message.seq);
+            span.record("outcome", outcome);
+            session.reply_ack(id, message);
+            metrics.send_ack.observe(received.elapsed().as_secs_f64());
+        }
+        Err(e) => {
+            metrics
+                .refused
+                .with_label_values(&[e.code().as_str()])
+                .inc();
+            span.record("outcome", e.code().as_str());
+            if e.code() == ErrorCode::Unavailable {
+                span.record("otel.status_code", "ERROR");
+            }
+            session.reply_error(id, e.code(), e.to_string());
+        }
+    }
 }
 
 /// Replaces the session's token with a fresh one for the same user.

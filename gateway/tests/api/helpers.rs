@@ -100,7 +100,7 @@ impl Cluster {
     /// The same on a given backend (standalone: at most one node, and its
     /// persister always runs in-process).
     pub async fn start_in(backend: Backend, nodes: usize, persister: bool) -> Self {
-        chat_shared::telemetry::init("warn");
+        chat_shared::telemetry::init("chat-gateway", "warn");
         let servers = match backend {
             Backend::Cluster => Servers::Cluster {
                 redis: RedisServer::start(),

@@ -52,7 +52,7 @@ impl Backend {
     /// Starts Redis (with `aof`: `appendonly yes`, `appendfsync always`) and
     /// MongoDB; with `persister`, also a persister replica in this process.
     pub async fn start(aof: bool, persister: bool) -> Self {
-        chat_shared::telemetry::init("warn");
+        chat_shared::telemetry::init("chat-gateway", "warn");
         let mut backend = Self {
             redis: RedisServer::start_with(aof),
             mongo: MongoServer::start(),

@@ -32,10 +32,17 @@ impl StreamEvent {
 /// An entry read from the stream: its id (for the acknowledgement) and the
 /// event, or why it could not be decoded (such entries are never acknowledged
 /// silently: they stay pending for the operator).
+///
+/// Both engines fill it the same way, so the persister has one code path.
 #[derive(Debug, Clone)]
 pub struct StreamEntry {
     /// Stream entry id.
     pub id: String,
     /// The decoded event.
     pub event: Result<StreamEvent, String>,
+    /// The W3C `traceparent` of the span that appended the event
+    /// ([`crate::telemetry::current_traceparent`]), when the appending gateway
+    /// exported traces. Entries written without one (tracing off, or by an
+    /// older version) have `None`.
+    pub traceparent: Option<String>,
 }

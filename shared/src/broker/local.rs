@@ -33,28 +33,49 @@ const CLIENT_MSGS: TableDefinition<(&str, &str), &str> = TableDefinition::new("b
 /// log position → event that could not be persisted, with a reason.
 const DEAD: TableDefinition<u64, &str> = TableDefinition::new("broker_dead_letters");
 
+/// A log row. `tp` is the appending span's W3C `traceparent` (optional, as in
+/// the Redis stream: rows written without it decode as before).
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "t")]
 enum LogEvent {
     #[serde(rename = "m")]
-    Message { m: Message },
+    Message {
+        m: Message,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tp: Option<String>,
+    },
     #[serde(rename = "r")]
-    Read { c: ChatId, u: UserId, s: u64 },
+    Read {
+        c: ChatId,
+        u: UserId,
+        s: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tp: Option<String>,
+    },
 }
 
 fn db_err(e: impl std::fmt::Display) -> BrokerError {
     BrokerError::Unavailable(format!("embedded log: {e}"))
 }
 
-fn decode(json: &str) -> Result<StreamEvent, String> {
-    match serde_json::from_str::<LogEvent>(json) {
-        Ok(LogEvent::Message { m }) => Ok(StreamEvent::Message(m)),
-        Ok(LogEvent::Read { c, u, s }) => Ok(StreamEvent::Read {
-            chat_id: c,
-            user_id: u,
-            up_to_seq: s,
-        }),
-        Err(e) => Err(format!("bad log entry: {e}")),
+/// Reads the log row at `pos` into the entry the persister sees.
+fn entry(pos: u64, json: &str) -> StreamEntry {
+    let (event, traceparent) = match serde_json::from_str::<LogEvent>(json) {
+        Ok(LogEvent::Message { m, tp }) => (Ok(StreamEvent::Message(m)), tp),
+        Ok(LogEvent::Read { c, u, s, tp }) => (
+            Ok(StreamEvent::Read {
+                chat_id: c,
+                user_id: u,
+                up_to_seq: s,
+            }),
+            tp,
+        ),
+        Err(e) => (Err(format!("bad log entry: {e}")), None),
+    };
+    StreamEntry {
+        id: pos.to_string(),
+        event,
+        traceparent,
     }
 }
 
@@ -170,6 +191,8 @@ impl Broker for Local {
         let participants = participants.clone();
         // Fails early (before touching the log) if the message cannot be encoded.
         MessageTemplate::new(&draft)?;
+        // Taken here: the blocking task below runs outside the caller's span.
+        let tp = crate::telemetry::current_traceparent();
         let appended = self
             .0
             .locked(move |me| {
@@ -199,7 +222,13 @@ impl Broker for Local {
                     .map_err(db_err)?
                     .insert(key, json.as_str())
                     .map_err(db_err)?;
-                LocalBroker::log(&tx, &LogEvent::Message { m: message.clone() })?;
+                LocalBroker::log(
+                    &tx,
+                    &LogEvent::Message {
+                        m: message.clone(),
+                        tp,
+                    },
+                )?;
                 tx.commit().map_err(db_err)?;
                 // Durable now; publish while still holding the lock (seq order).
                 let envelope = Envelope::new(
@@ -229,6 +258,7 @@ impl Broker for Local {
     ) -> Result<u64, BrokerError> {
         let reader = reader.clone();
         let peer = peer.clone();
+        let tp = crate::telemetry::current_traceparent();
         let mark = self
             .0
             .locked(move |me| {
@@ -244,6 +274,7 @@ impl Broker for Local {
                         c: chat_id,
                         u: reader.clone(),
                         s: mark,
+                        tp,
                     },
                 )?;
                 tx.commit().map_err(db_err)?;
@@ -281,7 +312,8 @@ impl Broker for Local {
             let mut found = Vec::new();
             for row in log.iter().map_err(db_err)? {
                 let (_, v) = row.map_err(db_err)?;
-                if let Ok(StreamEvent::Message(m)) = decode(v.value()) {
+                if let Ok(LogEvent::Message { m, .. }) = serde_json::from_str::<LogEvent>(v.value())
+                {
                     let in_window = m.chat_id == chat_id
                         && window.after.is_none_or(|a| m.seq > a)
                         && window.before.is_none_or(|b| m.seq < b);
@@ -344,10 +376,7 @@ impl EventLog for Local {
                 Ok::<_, BrokerError>(
                     entries
                         .into_iter()
-                        .map(|(pos, json)| StreamEntry {
-                            id: pos.to_string(),
-                            event: decode(&json),
-                        })
+                        .map(|(pos, json)| entry(pos, &json))
                         .collect::<Vec<_>>(),
                 )
             })
@@ -508,5 +537,122 @@ impl Presence for Local {
     async fn online(&self, users: &[UserId]) -> Result<Vec<bool>, BrokerError> {
         let p = lock(&self.0.presence);
         Ok(users.iter().map(|u| p.sessions.contains_key(u)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::domain::{ClientMsgId, MessageId, Role, Timestamp};
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing::Instrument;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    struct NoInbox;
+
+    impl Inbox for NoInbox {
+        fn deliver(&self, _user: &UserId, _envelope: Envelope) {}
+    }
+
+    fn user(id: &str) -> UserId {
+        UserId::parse(id).unwrap()
+    }
+
+    fn broker(dir: &tempfile::TempDir) -> Local {
+        let db = Arc::new(Database::create(dir.path().join("chat.redb")).unwrap());
+        Local(Arc::new(LocalBroker::new(db, Arc::new(NoInbox)).unwrap()))
+    }
+
+    fn draft(chat_id: ChatId, client_msg_id: &str) -> MessageDraft {
+        MessageDraft {
+            id: MessageId::generate(),
+            chat_id,
+            sender_id: user("pat"),
+            sender_role: Role::Patient,
+            body: "hello".into(),
+            client_msg_id: ClientMsgId::parse(client_msg_id).unwrap(),
+            created_at: Timestamp::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn log_entries_carry_the_appending_spans_traceparent() {
+        // A subscriber with the OpenTelemetry layer, for this thread only
+        // (the current-thread runtime polls the appends here).
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let dir = tempfile::tempdir().unwrap();
+        let local = broker(&dir);
+        let chat = ChatId::generate();
+        let participants = Participants {
+            patient: user("pat"),
+            doctor: user("doc"),
+        };
+        let span = tracing::info_span!("broker.append");
+        let traceparent = span
+            .in_scope(crate::telemetry::current_traceparent)
+            .expect("a traced span has a traceparent");
+        local
+            .append_message(
+                &draft(chat, "c1"),
+                &participants,
+                SessionId::generate(),
+                Some(0),
+            )
+            .instrument(span.clone())
+            .await
+            .unwrap();
+        local
+            .append_read(chat, &participants.doctor, &participants.patient, 1, None)
+            .instrument(span)
+            .await
+            .unwrap();
+        // Outside any span: nothing to carry.
+        local
+            .append_message(
+                &draft(chat, "c2"),
+                &participants,
+                SessionId::generate(),
+                None,
+            )
+            .await
+            .unwrap();
+
+        let entries = local
+            .read_batch(10, Duration::from_millis(10))
+            .await
+            .unwrap();
+        let carried: Vec<Option<&str>> = entries.iter().map(|e| e.traceparent.as_deref()).collect();
+        assert_eq!(
+            carried,
+            [Some(traceparent.as_str()), Some(traceparent.as_str()), None]
+        );
+        assert!(matches!(entries[0].event, Ok(StreamEvent::Message(_))));
+        assert!(matches!(
+            entries[1].event,
+            Ok(StreamEvent::Read { up_to_seq: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn rows_written_without_a_traceparent_still_decode() {
+        let chat = ChatId::generate();
+        let old = format!(r#"{{"t":"r","c":"{chat}","u":"doc","s":3}}"#);
+        let e = entry(7, &old);
+        assert_eq!(e.id, "7");
+        assert_eq!(e.traceparent, None);
+        assert_eq!(
+            e.event,
+            Ok(StreamEvent::Read {
+                chat_id: chat,
+                user_id: user("doc"),
+                up_to_seq: 3,
+            })
+        );
     }
 }

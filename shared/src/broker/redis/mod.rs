@@ -300,7 +300,8 @@ impl Broker for RedisBroker {
             .arg(shard.user_channel(&participants.patient))
             .arg(shard.user_channel(&participants.doctor))
             .arg(Envelope::prefix(Some(origin)))
-            .arg(self.publish_command);
+            .arg(self.publish_command)
+            .arg(crate::telemetry::current_traceparent().unwrap_or_default());
         let (stored, json): (i64, String) = self.append(draft.chat_id, &invocation).await?;
         let message = decode_message(&json)?;
         Ok(if stored == 1 {
@@ -334,7 +335,8 @@ impl Broker for RedisBroker {
             .arg(floor_arg(floor_seq))
             .arg(shard.user_channel(peer))
             .arg(head)
-            .arg(self.publish_command);
+            .arg(self.publish_command)
+            .arg(crate::telemetry::current_traceparent().unwrap_or_default());
         self.append(chat_id, &invocation).await
     }
 

@@ -7,6 +7,12 @@
 //! Every key and channel a script touches shares the chat's shard hash tag
 //! ([`super::keys`]), so on a Redis Cluster the script runs on one slot and
 //! publishes with `SPUBLISH` (the publish command is an argument).
+//!
+//! A stream entry may carry one optional field besides the event: `tp`, the
+//! W3C `traceparent` of the appending span, so the persister's span joins the
+//! sender's trace. It is added only when the caller passes one (`''` = none),
+//! and readers treat it as optional, so entries written without it (tracing
+//! off, or an older version) decode as before.
 
 use redis::Script;
 use std::sync::LazyLock;
@@ -15,7 +21,7 @@ use std::sync::LazyLock;
 /// KEYS: seq, recent, client_msg, stream.
 /// ARGV: message JSON after the seq digits, floor seq ('' = none), recent window
 /// size, idempotency TTL seconds, channel 1, channel 2, envelope prefix,
-/// publish command (`PUBLISH` or `SPUBLISH`).
+/// publish command (`PUBLISH` or `SPUBLISH`), traceparent ('' = none).
 /// Returns `{1, json}` when stored, `{0, json}` for a duplicate, or the error `NOSEQ`.
 pub static APPEND_MESSAGE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -28,7 +34,11 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 end
 local seq = redis.call('INCR', KEYS[1])
 local msg = '{"seq":' .. seq .. ARGV[1]
-redis.call('XADD', KEYS[4], '*', 't', 'm', 'd', msg)
+if ARGV[9] and ARGV[9] ~= '' then
+  redis.call('XADD', KEYS[4], '*', 't', 'm', 'd', msg, 'tp', ARGV[9])
+else
+  redis.call('XADD', KEYS[4], '*', 't', 'm', 'd', msg)
+end
 redis.call('ZADD', KEYS[2], seq, msg)
 redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[3]) + 1))
 redis.call('SET', KEYS[3], msg, 'EX', ARGV[4])
@@ -43,7 +53,7 @@ return {1, msg}
 /// `append_read`:
 /// KEYS: seq, stream. ARGV: chat id, reader id, requested mark, floor seq ('' = none),
 /// peer channel, frame head (envelope prefix + JSON up to the mark's digits),
-/// publish command.
+/// publish command, traceparent ('' = none).
 /// Returns the mark clamped to the chat's current `seq`, or the error `NOSEQ`.
 pub static APPEND_READ: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -56,7 +66,11 @@ local cur = tonumber(redis.call('GET', KEYS[1]))
 local up = tonumber(ARGV[3])
 if up > cur then up = cur end
 if up <= 0 then return 0 end
-redis.call('XADD', KEYS[2], '*', 't', 'r', 'c', ARGV[1], 'u', ARGV[2], 's', up)
+if ARGV[8] and ARGV[8] ~= '' then
+  redis.call('XADD', KEYS[2], '*', 't', 'r', 'c', ARGV[1], 'u', ARGV[2], 's', up, 'tp', ARGV[8])
+else
+  redis.call('XADD', KEYS[2], '*', 't', 'r', 'c', ARGV[1], 'u', ARGV[2], 's', up)
+end
 redis.call(ARGV[7], ARGV[5], ARGV[6] .. up .. '}')
 return up
 "#,

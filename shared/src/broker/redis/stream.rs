@@ -89,7 +89,17 @@ fn field(entry: &StreamId, name: &str) -> Result<String, String> {
         .ok_or_else(|| format!("entry {} has no field {name:?}", entry.id))
 }
 
-/// Decodes one stream entry written by the append scripts.
+/// Reads one stream entry written by the append scripts: the event (or why it
+/// cannot be decoded) and the optional `tp` (traceparent) field.
+pub fn entry(raw: StreamId) -> StreamEntry {
+    StreamEntry {
+        event: decode(&raw),
+        traceparent: raw.get::<String>("tp").filter(|tp| !tp.is_empty()),
+        id: raw.id,
+    }
+}
+
+/// Decodes the event of one stream entry written by the append scripts.
 pub fn decode(entry: &StreamId) -> Result<StreamEvent, String> {
     match field(entry, "t")?.as_str() {
         "m" => serde_json::from_str(&field(entry, "d")?)
@@ -145,10 +155,7 @@ impl EventLog for RedisEventLog {
             .unwrap_or_default()
             .into_iter()
             .flat_map(|k| k.ids)
-            .map(|e| StreamEntry {
-                event: decode(&e),
-                id: e.id,
-            })
+            .map(entry)
             .collect();
         if pending {
             if let Ok(mut c) = self.pending_cursor.lock() {
@@ -232,14 +239,7 @@ impl EventLog for RedisEventLog {
                     .arg(&retry),
             )
             .await?;
-        claimed.entries = reply
-            .ids
-            .into_iter()
-            .map(|e| StreamEntry {
-                event: decode(&e),
-                id: e.id,
-            })
-            .collect();
+        claimed.entries = reply.ids.into_iter().map(entry).collect();
         Ok(claimed)
     }
 
@@ -337,7 +337,48 @@ fn next_id(id: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::next_id;
+    #![allow(clippy::unwrap_used)]
+
+    use super::{entry, next_id};
+    use crate::broker::StreamEvent;
+    use crate::domain::ChatId;
+    use redis::streams::StreamId;
+
+    fn raw(fields: &[(&str, &str)]) -> StreamId {
+        StreamId {
+            id: "1-0".into(),
+            map: fields
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        (*k).to_owned(),
+                        redis::Value::BulkString(v.as_bytes().to_vec()),
+                    )
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_traceparent_field_is_optional() {
+        let chat = ChatId::generate().to_string();
+        let read = [("t", "r"), ("c", chat.as_str()), ("u", "doc"), ("s", "2")];
+        let old = entry(raw(&read));
+        assert!(matches!(
+            old.event,
+            Ok(StreamEvent::Read { up_to_seq: 2, .. })
+        ));
+        assert_eq!(old.traceparent, None);
+
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let mut traced = read.to_vec();
+        traced.push(("tp", tp));
+        let new = entry(raw(&traced));
+        assert_eq!(new.event, old.event);
+        assert_eq!(new.traceparent.as_deref(), Some(tp));
+        assert_eq!(new.id, "1-0");
+    }
 
     #[test]
     fn the_next_stream_id_increments_the_sequence_part() {
