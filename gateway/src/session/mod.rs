@@ -21,7 +21,7 @@ use chat_shared::auth::Identity;
 use chat_shared::domain::{ChatId, SessionId, Timestamp};
 use chat_shared::protocol::{ErrorCode, Message, RequestId, ServerFrame, MAX_FRAME_BYTES};
 use futures_util::StreamExt;
-use outbound::{Outbound, Sequencer};
+use outbound::{Outbound, QueueReceiver, QueueSender, Sequencer};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -51,7 +51,7 @@ pub struct Session {
     /// This session.
     pub id: SessionId,
     /// The outbound queue (also held by the hub for deliveries).
-    pub outbound: mpsc::Sender<Outbound>,
+    pub outbound: QueueSender,
     /// Cancelled when the outbound queue overflowed.
     pub slow: CancellationToken,
     /// When a typing indicator was last forwarded, per chat.
@@ -91,7 +91,7 @@ impl Session {
 
     /// Queues an item; a full queue makes this a slow consumer.
     pub fn enqueue(&self, item: Outbound) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.outbound.try_send(item) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.outbound.try_send(Box::new(item)) {
             self.slow.cancel();
         }
     }
@@ -100,7 +100,7 @@ impl Session {
     /// paced by the client's reading instead of dropped). Gives up — and marks
     /// the session slow — if the client does not read for `FLUSH_TIMEOUT`.
     pub async fn enqueue_paced(&self, item: Outbound) -> bool {
-        match tokio::time::timeout(FLUSH_TIMEOUT, self.outbound.send(item)).await {
+        match tokio::time::timeout(FLUSH_TIMEOUT, self.outbound.send(Box::new(item))).await {
             Ok(Ok(())) => true,
             _ => {
                 self.slow.cancel();
@@ -127,7 +127,7 @@ pub async fn run(
     socket: actix_ws::Session,
     stream: actix_ws::MessageStream,
 ) {
-    let (tx, rx) = mpsc::channel(state.session_queue);
+    let (tx, rx) = outbound::queue(state.session_queue);
     let id = SessionId::generate();
     let slow = CancellationToken::new();
     let user = identity.user_id.clone();
@@ -220,13 +220,14 @@ pub async fn run(
 
 async fn write_loop(
     mut socket: actix_ws::Session,
-    mut rx: mpsc::Receiver<Outbound>,
+    mut rx: QueueReceiver,
     mut sequencer: Sequencer,
     slow: CancellationToken,
 ) {
-    let mut ready = Vec::new();
+    // Usually one frame per item: room for more is made when needed.
+    let mut ready = Vec::with_capacity(1);
     while let Some(item) = rx.recv().await {
-        if sequencer.push(item, &mut ready).is_err() {
+        if sequencer.push(*item, &mut ready).is_err() {
             slow.cancel();
             return;
         }
@@ -268,7 +269,10 @@ async fn read_loop(
             msg = stream.next() => match msg {
                 None => return Ending::ClientGone,
                 Some(Ok(AggregatedMessage::Text(text))) => {
-                    if let Some(ending) = handlers::handle(session, &text).await {
+                    // Boxed: handling a frame awaits the store and the broker,
+                    // a large future that would otherwise be part of every
+                    // idle session's task (see loadtest/README.md, memory).
+                    if let Some(ending) = Box::pin(handlers::handle(session, &text)).await {
                         return ending;
                     }
                 }
