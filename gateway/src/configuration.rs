@@ -23,6 +23,11 @@ use std::time::Duration;
     about = "WebSocket + REST chat gateway node"
 )]
 pub struct Args {
+    /// Probe this process's own `/healthz` (at the configured address) and
+    /// exit 0 if it answers 200: the container `HEALTHCHECK` (no shell or curl
+    /// in the image).
+    #[arg(long)]
+    pub healthcheck: bool,
     /// Development mode: demo users and chats, `/dev/token`, the demo client at `/`.
     #[arg(long)]
     pub dev: bool,
@@ -75,6 +80,12 @@ pub struct Args {
     /// Seconds over which sessions are closed (1012) after SIGTERM.
     #[arg(long, env = "DRAIN_SECONDS", default_value_t = 20)]
     pub drain_seconds: u64,
+    /// Serve TLS directly: PEM certificate chain (with `TLS_KEY_FILE`).
+    #[arg(long, env = "TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Serve TLS directly: PEM private key (with `TLS_CERT_FILE`).
+    #[arg(long, env = "TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 /// Which engines run behind the gateway, chosen by configuration alone.
@@ -125,6 +136,8 @@ pub struct Settings {
     pub presence: PresenceSettings,
     /// `--dev`.
     pub dev: Option<DevSettings>,
+    /// `TLS_CERT_FILE` + `TLS_KEY_FILE`: serve TLS directly.
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl Args {
@@ -242,6 +255,7 @@ impl Args {
                 tick: Duration::from_millis((self.presence_ttl_ms / 5).min(1000)),
             },
             dev,
+            tls: crate::tls::load(self.tls_cert_file.as_deref(), self.tls_key_file.as_deref())?,
         })
     }
 }

@@ -110,19 +110,22 @@ impl Hub {
         self.users().len()
     }
 
-    /// Queues `item` for every session of `user` except `skip`.
-    pub fn send_to_user(&self, user: &UserId, skip: Option<SessionId>, item: &Outbound) {
+    /// Queues `item` for every session of `user` except `skip`; returns how
+    /// many sessions took it.
+    pub fn send_to_user(&self, user: &UserId, skip: Option<SessionId>, item: &Outbound) -> usize {
         let users = self.users();
         let Some(sessions) = users.get(user) else {
-            return;
+            return 0;
         };
+        let mut queued = 0;
         for s in sessions.iter().filter(|s| Some(s.id) != skip) {
             match s.outbound.try_send(Box::new(item.clone())) {
-                Ok(()) => self.metrics.deliveries.inc(),
+                Ok(()) => queued += 1,
                 Err(mpsc::error::TrySendError::Full(_)) => s.slow.cancel(),
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
+        queued
     }
 }
 
@@ -134,16 +137,22 @@ impl Inbox for Hub {
         };
         // Parsed once per event (not per session): which chat and seq a
         // `message` event carries, so sessions can order and de-duplicate.
-        let item = match message_meta(&frame) {
-            Some((chat, seq)) => Outbound::Message {
-                chat,
-                seq,
+        let meta = message_meta(&frame);
+        let item = match &meta {
+            Some(m) => Outbound::Message {
+                chat: m.chat_id,
+                seq: m.seq,
                 frame,
                 live: true,
             },
             None => Outbound::Frame(frame),
         };
-        self.send_to_user(user, envelope.origin, &item);
+        let queued = self.send_to_user(user, envelope.origin, &item);
+        if let (Some(m), true) = (meta, queued > 0) {
+            self.metrics.delivered.inc_by(queued as u64);
+            let age = (Timestamp::now().millis() - m.created_at.millis()).max(0);
+            self.metrics.delivery.observe(age as f64 / 1000.0);
+        }
     }
 
     fn wants(&self, user: &UserId) -> bool {
@@ -158,22 +167,25 @@ impl Inbox for Hub {
     }
 }
 
-/// The chat and `seq` of a `message` frame; `None` for every other frame.
-fn message_meta(frame: &str) -> Option<(ChatId, u64)> {
-    #[derive(serde::Deserialize)]
-    struct Meta {
-        seq: u64,
-        chat_id: ChatId,
-    }
+/// What the hub needs of a `message` event.
+#[derive(serde::Deserialize)]
+struct MessageMeta {
+    seq: u64,
+    chat_id: ChatId,
+    created_at: Timestamp,
+}
+
+/// The chat, `seq` and creation time of a `message` frame; `None` for every other frame.
+fn message_meta(frame: &str) -> Option<MessageMeta> {
     #[derive(serde::Deserialize)]
     struct Frame {
-        message: Meta,
+        message: MessageMeta,
     }
     if !frame.starts_with(r#"{"type":"message""#) {
         return None;
     }
     let f: Frame = serde_json::from_str(frame).ok()?;
-    Some((f.message.chat_id, f.message.seq))
+    Some(f.message)
 }
 
 #[cfg(test)]
@@ -240,8 +252,13 @@ mod tests {
             r#"{{"type":"message","message":{{"seq":7,"id":"{}","chat_id":"{chat}","sender_id":"u","sender_role":"patient","body":"b","client_msg_id":"c","created_at":"2026-01-01T00:00:00.000Z"}}}}"#,
             chat_shared::domain::MessageId::generate()
         );
-        assert_eq!(message_meta(&frame), Some((chat, 7)));
-        assert_eq!(message_meta(r#"{"type":"typing","chat_id":"x"}"#), None);
+        let meta = message_meta(&frame).unwrap();
+        assert_eq!((meta.chat_id, meta.seq), (chat, 7));
+        assert_eq!(
+            meta.created_at,
+            Timestamp::parse_rfc3339("2026-01-01T00:00:00.000Z").unwrap()
+        );
+        assert!(message_meta(r#"{"type":"typing","chat_id":"x"}"#).is_none());
     }
 
     #[test]
@@ -251,9 +268,9 @@ mod tests {
         let (a, _ra) = handle(1);
         hub.register(&u, a.clone());
         let frame = Outbound::Frame(ByteString::from_static("{}"));
-        hub.send_to_user(&u, None, &frame);
+        assert_eq!(hub.send_to_user(&u, None, &frame), 1);
         assert!(!a.slow.is_cancelled());
-        hub.send_to_user(&u, None, &frame);
+        assert_eq!(hub.send_to_user(&u, None, &frame), 0);
         assert!(a.slow.is_cancelled());
     }
 }

@@ -18,6 +18,7 @@
 //! - [`presence`]: who is online — heartbeats, reaping, announcements to chat peers;
 //! - [`recovery`]: catching up on events missed while the broker subscription was down;
 //! - [`metrics`]: Prometheus metrics;
+//! - [`tls`]: optional direct TLS (`TLS_CERT_FILE`, `TLS_KEY_FILE`);
 //! - [`error`]: the REST error type and its JSON form.
 
 pub mod access;
@@ -34,3 +35,4 @@ pub mod routes;
 pub mod service;
 pub mod session;
 pub mod startup;
+pub mod tls;

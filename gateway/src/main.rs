@@ -7,6 +7,15 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args: Args = chat_shared::config::parse_args("chat-gateway");
+    if args.healthcheck {
+        return match chat_shared::probe::healthz(args.gateway_addr).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("chat-gateway: unhealthy: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     chat_shared::telemetry::init("info");
     let settings = match args.validate() {
         Ok(s) => s,

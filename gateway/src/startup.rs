@@ -258,10 +258,14 @@ impl Application {
         // written while an earlier one is still unacknowledged until the
         // client's delayed ACK arrives (up to ~40 ms on Linux). Every frame
         // here is latency-sensitive and already written whole, so send at once
-        // (before/after figures: loadtest/README.md, Results).
+        // (before/after figures: loadtest/README.md, Results). Applies to the
+        // TLS listener too.
         .tcp_nodelay(true)
-        .shutdown_timeout(5)
-        .listen(listener)
+        .shutdown_timeout(5);
+        let server = match &settings.tls {
+            Some(tls) => server.listen_rustls_0_23(listener, (**tls).clone()),
+            None => server.listen(listener),
+        }
         .map_err(|source| StartupError::Bind {
             addr: settings.addr,
             source,

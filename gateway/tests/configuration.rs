@@ -43,6 +43,14 @@ fn each_bad_variable_is_named_in_one_line_and_the_exit_code_is_2() {
             "JWT_PUBLIC_KEY_FILE",
         ),
         (("REDIS_URL", "http://nope"), "REDIS_URL"),
+        (
+            ("REDIS_URL", "redis://127.0.0.1:1,http://nope"),
+            "REDIS_URL",
+        ),
+        (("REDIS_URL", " , "), "REDIS_URL"),
+        (("REDIS_SHARDS", "0"), "REDIS_SHARDS"),
+        (("REDIS_SHARDS", "257"), "REDIS_SHARDS"),
+        (("REDIS_CLUSTER", "maybe"), "REDIS_CLUSTER"),
         (("MONGODB_URL", "postgres://nope"), "MONGODB_URL"),
         (("GATEWAY_ADDR", "not-an-address"), "GATEWAY_ADDR"),
         (("MAX_MESSAGE_CHARS", "0"), "MAX_MESSAGE_CHARS"),
@@ -56,4 +64,15 @@ fn each_bad_variable_is_named_in_one_line_and_the_exit_code_is_2() {
         assert!(stderr.contains(var), "{over:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+}
+
+#[test]
+fn waiting_for_replicas_is_refused_on_a_redis_cluster() {
+    let mut env = OK.to_vec();
+    env.push(("REDIS_CLUSTER", "1"));
+    env.push(("REDIS_WAIT_REPLICAS", "1"));
+    let (code, stderr) = start(&env);
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("REDIS_WAIT_REPLICAS"), "{stderr}");
 }

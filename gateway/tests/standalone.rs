@@ -139,3 +139,29 @@ async fn after_kill_9_history_unread_counts_and_seq_continue() {
         "seqs 2 and 3 unread after the mark at 1"
     );
 }
+
+/// `chat-gateway --healthcheck` as a container runtime calls it.
+fn healthcheck(port: u16) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_chat-gateway"))
+        .arg("--healthcheck")
+        .env_clear()
+        .env("GATEWAY_ADDR", format!("0.0.0.0:{port}"))
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_healthcheck_flag_succeeds_against_a_running_gateway_and_fails_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(dir.path()).await;
+    let up = healthcheck(gateway.port);
+    assert!(up.status.success(), "{up:?}");
+    let port = gateway.port;
+    gateway.kill9();
+    let down = healthcheck(port);
+    assert_eq!(down.status.code(), Some(1), "{down:?}");
+    assert!(
+        String::from_utf8_lossy(&down.stderr).contains("unhealthy"),
+        "{down:?}"
+    );
+}

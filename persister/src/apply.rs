@@ -12,11 +12,18 @@
 //! is a compare-and-set on the chat's `rev`: a replica that lost the race re-reads
 //! and recounts, so the last successful write always counted after every insert
 //! that preceded it.
+//!
+//! A batch costs MongoDB four round trips whatever its size: insert the
+//! messages, read the batch's chats, count the unread messages of every
+//! participant, update every chat — each a single command. Only when another
+//! replica won a race on some chat does the batch fall back to chat-by-chat.
 
 use chat_shared::broker::StreamEvent;
 use chat_shared::domain::{ChatId, Role, UserId};
 use chat_shared::protocol::Message;
-use chat_shared::store::{CounterUpdate, Store, StoreError};
+use chat_shared::store::{
+    ChatRecord, CounterUpdate, RevisedUpdate, Store, StoreError, UnreadQuery,
+};
 use std::collections::BTreeMap;
 
 /// How often a chat update is retried when other replicas keep winning the race.
@@ -94,6 +101,45 @@ pub async fn apply_batch(
         }
     }
 
+    let ids: Vec<ChatId> = chats.keys().copied().collect();
+    let records = store.chats(&ids).await?;
+    outcome.orphans = ids.len() - records.len();
+    for id in ids
+        .iter()
+        .filter(|id| !records.iter().any(|r| r.id == **id))
+    {
+        tracing::error!(chat_id = %id, "stream events for a chat the store does not know; skipped");
+    }
+    let plans: Vec<Plan> = records
+        .iter()
+        .filter_map(|chat| Some(Plan::new(chat, chats.get(&chat.id)?)))
+        .collect();
+    let queries: Vec<UnreadQuery> = plans.iter().flat_map(Plan::queries).collect();
+    let counts = store.count_unread(&queries).await?;
+    let mut counts = counts.into_iter();
+    let mut updates = Vec::with_capacity(plans.len());
+    let mut changes = Vec::new();
+    for plan in &plans {
+        let (Some(patient), Some(doctor)) = (counts.next(), counts.next()) else {
+            return Err(StoreError::Corrupt(
+                "fewer unread counts than asked for".into(),
+            ));
+        };
+        let (update, chat_changes) = plan.finish(patient, doctor);
+        updates.push(update);
+        changes.extend(chat_changes);
+    }
+    if store.update_counters_all(&updates).await? {
+        outcome.unread_changes = changes;
+        return Ok(outcome);
+    }
+    // Another replica changed some chat meanwhile: redo them one by one
+    // (recounting a chat that was updated is harmless).
+    tracing::debug!(
+        chats = plans.len(),
+        "a chat changed under us; recounting chat by chat"
+    );
+    outcome.orphans = 0;
     for (chat_id, batch) in chats {
         match apply_chat(store, chat_id, &batch).await? {
             Some(changes) => outcome.unread_changes.extend(changes),
@@ -103,7 +149,91 @@ pub async fn apply_batch(
     Ok(outcome)
 }
 
-/// Recomputes one chat's counters; `None` if the chat does not exist.
+/// One chat's update, computed from its record and the batch, waiting for the
+/// participants' unread counts.
+struct Plan<'a> {
+    chat: &'a ChatRecord,
+    update: CounterUpdate,
+    /// Read marks after the batch (patient, doctor), and whether the batch moved them.
+    marks: [(u64, bool); 2],
+}
+
+impl<'a> Plan<'a> {
+    fn new(chat: &'a ChatRecord, batch: &ChatBatch<'_>) -> Self {
+        let mut update = CounterUpdate {
+            last_seq: chat.last_seq,
+            ..Default::default()
+        };
+        if let Some(newest) = batch.newest.filter(|m| m.seq > chat.last_seq) {
+            update.last_seq = newest.seq;
+            update.last_message = Some(newest.clone());
+        }
+        let mark = |user: &UserId| {
+            let read_in_batch = batch.reads.get(user).copied();
+            (
+                chat.read_seq_of(user).max(read_in_batch.unwrap_or(0)),
+                read_in_batch.is_some(),
+            )
+        };
+        Self {
+            marks: [mark(&chat.patient_id), mark(&chat.doctor_id)],
+            chat,
+            update,
+        }
+    }
+
+    /// The patient's unread (the doctor's messages), then the doctor's.
+    fn queries(&self) -> [UnreadQuery; 2] {
+        [
+            UnreadQuery {
+                chat: self.chat.id,
+                sender: self.chat.doctor_id.clone(),
+                above_seq: self.marks[0].0,
+            },
+            UnreadQuery {
+                chat: self.chat.id,
+                sender: self.chat.patient_id.clone(),
+                above_seq: self.marks[1].0,
+            },
+        ]
+    }
+
+    fn finish(
+        &self,
+        patient_unread: u64,
+        doctor_unread: u64,
+    ) -> (RevisedUpdate, Vec<UnreadChange>) {
+        let mut update = self.update.clone();
+        let mut changes = Vec::new();
+        for ((user, role), ((mark, read_in_batch), unread)) in [
+            (&self.chat.patient_id, Role::Patient),
+            (&self.chat.doctor_id, Role::Doctor),
+        ]
+        .into_iter()
+        .zip(self.marks.into_iter().zip([patient_unread, doctor_unread]))
+        {
+            update.read_seq.insert(user.to_string(), mark);
+            update.unread.insert(user.to_string(), unread);
+            if unread != self.chat.unread_of(user) || read_in_batch {
+                changes.push(UnreadChange {
+                    chat_id: self.chat.id,
+                    user_id: user.clone(),
+                    role,
+                    count: unread,
+                });
+            }
+        }
+        (
+            RevisedUpdate {
+                chat: self.chat.id,
+                expected_rev: self.chat.rev,
+                update,
+            },
+            changes,
+        )
+    }
+}
+
 async fn apply_chat(
     store: &dyn Store,
     chat_id: ChatId,
@@ -114,39 +244,18 @@ async fn apply_chat(
             tracing::error!(%chat_id, "stream events for a chat the store does not know; skipped");
             return Ok(None);
         };
-        let mut update = CounterUpdate {
-            last_seq: chat.last_seq,
-            ..Default::default()
+        let plan = Plan::new(&chat, batch);
+        let counts = store.count_unread(&plan.queries()).await?;
+        let (Some(&patient), Some(&doctor)) = (counts.first(), counts.get(1)) else {
+            return Err(StoreError::Corrupt(
+                "fewer unread counts than asked for".into(),
+            ));
         };
-        if let Some(newest) = batch.newest.filter(|m| m.seq > chat.last_seq) {
-            update.last_seq = newest.seq;
-            update.last_message = Some(newest.clone());
-        }
-        let mut changes = Vec::new();
-        for (user, role) in [
-            (&chat.patient_id, Role::Patient),
-            (&chat.doctor_id, Role::Doctor),
-        ] {
-            let peer = if role == Role::Patient {
-                &chat.doctor_id
-            } else {
-                &chat.patient_id
-            };
-            let read_in_batch = batch.reads.get(user).copied();
-            let mark = chat.read_seq_of(user).max(read_in_batch.unwrap_or(0));
-            let unread = store.count_messages_from(chat_id, peer, mark).await?;
-            update.read_seq.insert(user.to_string(), mark);
-            update.unread.insert(user.to_string(), unread);
-            if unread != chat.unread_of(user) || read_in_batch.is_some() {
-                changes.push(UnreadChange {
-                    chat_id,
-                    user_id: user.clone(),
-                    role,
-                    count: unread,
-                });
-            }
-        }
-        if store.update_counters(chat_id, chat.rev, &update).await? {
+        let (u, changes) = plan.finish(patient, doctor);
+        if store
+            .update_counters(u.chat, u.expected_rev, &u.update)
+            .await?
+        {
             return Ok(Some(changes));
         }
         tracing::debug!(%chat_id, "chat changed under us; recounting");
@@ -154,14 +263,4 @@ async fn apply_chat(
     Err(StoreError::Unavailable(format!(
         "chat {chat_id}: gave up after {MAX_CAS_ATTEMPTS} concurrent-update retries"
     )))
-}
-
-/// Total unread of `user` over all their chats in `role`.
-pub async fn unread_total(store: &dyn Store, user: &UserId, role: Role) -> Result<u64, StoreError> {
-    Ok(store
-        .chats_of(user, role)
-        .await?
-        .iter()
-        .map(|c| c.unread_of(user))
-        .sum())
 }

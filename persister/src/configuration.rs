@@ -1,7 +1,7 @@
 //! The persister's configuration: environment variables (flags mirror them),
 //! validated once into [`Settings`].
 
-use crate::worker::WorkerSettings;
+use crate::worker::{WorkerSettings, DEFAULT_BATCH_SIZE, DEFAULT_LINGER_MS};
 use chat_shared::config::{
     node_id, ConfigError, MongoArgs, MongoSettings, RedisArgs, RedisSettings,
 };
@@ -16,6 +16,11 @@ use std::time::Duration;
     about = "Writes the chat event stream to MongoDB"
 )]
 pub struct Args {
+    /// Probe this process's own `/healthz` (at the configured address) and
+    /// exit 0 if it answers 200: the container `HEALTHCHECK` (no shell or curl
+    /// in the image).
+    #[arg(long)]
+    pub healthcheck: bool,
     /// Redis (required).
     #[command(flatten)]
     pub redis: RedisArgs,
@@ -30,8 +35,12 @@ pub struct Args {
     #[arg(long, env = "PERSISTER_ADDR", default_value = "127.0.0.1:9091")]
     pub persister_addr: SocketAddr,
     /// Most stream entries per batch.
-    #[arg(long, env = "PERSISTER_BATCH_SIZE", default_value_t = 256)]
+    #[arg(long, env = "PERSISTER_BATCH_SIZE", default_value_t = DEFAULT_BATCH_SIZE)]
     pub persister_batch_size: usize,
+    /// After a read that did not fill a batch, wait this long (ms) for more
+    /// entries before writing (fewer MongoDB round trips under load); 0 = none.
+    #[arg(long, env = "PERSISTER_LINGER_MS", default_value_t = DEFAULT_LINGER_MS)]
+    pub persister_linger_ms: u64,
     /// Entries a dead replica left unacknowledged this long (ms) are taken over.
     #[arg(long, env = "PERSISTER_CLAIM_IDLE_MS", default_value_t = 30_000)]
     pub persister_claim_idle_ms: u64,
@@ -71,6 +80,12 @@ impl Args {
             .mongo
             .validate()?
             .ok_or_else(|| ConfigError::new("MONGODB_URL", "required by chat-persister"))?;
+        if self.persister_linger_ms > 10_000 {
+            return Err(ConfigError::new(
+                "PERSISTER_LINGER_MS",
+                "must be at most 10000",
+            ));
+        }
         if !(1..=10_000).contains(&self.persister_batch_size) {
             return Err(ConfigError::new(
                 "PERSISTER_BATCH_SIZE",
@@ -100,6 +115,7 @@ impl Args {
             addr: self.persister_addr,
             worker: WorkerSettings {
                 batch_size: self.persister_batch_size,
+                linger: Duration::from_millis(self.persister_linger_ms),
                 claim_idle: Duration::from_millis(self.persister_claim_idle_ms),
                 max_deliveries: self.persister_max_deliveries,
                 ..WorkerSettings::default()

@@ -3,6 +3,11 @@
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
+/// Stages labelled in `chat_persister_errors_total`, exported from the start at zero.
+const STAGES: &[&str] = &[
+    "read", "claim", "trim", "decode", "store", "rejected", "ack", "publish",
+];
+
 /// The persister's metrics.
 #[derive(Clone)]
 pub struct PersisterMetrics {
@@ -79,6 +84,9 @@ impl PersisterMetrics {
                 "Stream entries not yet delivered to any persister",
             )?,
         };
+        for stage in STAGES {
+            m.errors.with_label_values(&[stage]);
+        }
         registry.register(Box::new(m.batches.clone()))?;
         registry.register(Box::new(m.batch_size.clone()))?;
         registry.register(Box::new(m.write_seconds.clone()))?;

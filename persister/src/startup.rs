@@ -12,7 +12,7 @@ use chat_shared::store::{Store, StoreError};
 use prometheus::Registry;
 use std::net::TcpListener;
 use std::sync::Arc;
-use tokio::task::JoinHandle;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// Why the persister could not start.
@@ -39,6 +39,8 @@ pub enum StartupError {
 
 struct State {
     registry: Registry,
+    /// `chat_ready`: 1 when `/readyz` answers 200.
+    ready: prometheus::IntGauge,
     store: Arc<dyn Store>,
     broker: Arc<dyn Broker>,
 }
@@ -47,7 +49,7 @@ struct State {
 pub struct Application {
     port: u16,
     server: actix_web::dev::Server,
-    worker: JoinHandle<()>,
+    workers: JoinSet<()>,
     shutdown: CancellationToken,
 }
 
@@ -61,19 +63,28 @@ impl Application {
         let store = MongoStore::connect(&settings.mongo, settings.mongo_timeout).await?;
         store.prepare().await?;
         let store: Arc<dyn Store> = Arc::new(store);
-        let log = Arc::new(RedisEventLog::connect(&settings.redis, &settings.consumer).await?);
-        let broker: Arc<dyn Broker> =
-            Arc::new(RedisBroker::connect(&settings.redis, None, shutdown.clone()).await?);
+        let redis = Arc::new(RedisBroker::connect(&settings.redis, None, shutdown.clone()).await?);
+        let broker: Arc<dyn Broker> = redis.clone();
         let registry = Registry::new();
         let metrics = PersisterMetrics::new(&registry)?;
-        let worker = Worker::new(
-            log,
-            store.clone(),
-            broker.clone(),
-            metrics,
-            settings.worker.clone(),
-        );
-        let worker = tokio::spawn(worker.run(shutdown.clone()));
+        let ready = prometheus::IntGauge::new("chat_ready", "1 when /readyz answers 200")?;
+        registry.register(Box::new(ready.clone()))?;
+        // One worker per shard stream: each keeps its shard's (and so each
+        // chat's) events in order, and replicas share every shard through its
+        // consumer group.
+        let mut workers = JoinSet::new();
+        for shard in redis.keyspace().shards() {
+            let log =
+                Arc::new(RedisEventLog::connect(&settings.redis, shard, &settings.consumer).await?);
+            let worker = Worker::new(
+                log,
+                store.clone(),
+                broker.clone(),
+                metrics.clone(),
+                settings.worker.clone(),
+            );
+            workers.spawn(worker.run(shutdown.clone()));
+        }
 
         let listener = TcpListener::bind(settings.addr).map_err(|source| StartupError::Bind {
             addr: settings.addr,
@@ -82,6 +93,7 @@ impl Application {
         let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
         let state = web::Data::new(State {
             registry,
+            ready,
             store,
             broker,
         });
@@ -106,7 +118,7 @@ impl Application {
         Ok(Self {
             port,
             server,
-            worker,
+            workers,
             shutdown,
         })
     }
@@ -122,22 +134,35 @@ impl Application {
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
         self.shutdown.cancelled().await;
-        let _ = self.worker.await;
+        let mut workers = self.workers;
+        while workers.join_next().await.is_some() {}
         handle.stop(true).await;
         let _ = server.await;
         Ok(())
     }
 }
 
-async fn readyz(state: web::Data<State>) -> HttpResponse {
+/// Why the persister is not ready, if it is not.
+async fn readiness(state: &State) -> Result<(), String> {
     match (state.store.ping().await, state.broker.ping().await) {
-        (Ok(()), Ok(())) => HttpResponse::Ok().body("ready"),
-        (Err(e), _) => HttpResponse::ServiceUnavailable().body(format!("store: {e}")),
-        (_, Err(e)) => HttpResponse::ServiceUnavailable().body(format!("broker: {e}")),
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(e), _) => Err(format!("store: {e}")),
+        (_, Err(e)) => Err(format!("broker: {e}")),
+    }
+}
+
+async fn readyz(state: web::Data<State>) -> HttpResponse {
+    let ready = readiness(&state).await;
+    state.ready.set(i64::from(ready.is_ok()));
+    match ready {
+        Ok(()) => HttpResponse::Ok().body("ready"),
+        Err(why) => HttpResponse::ServiceUnavailable().body(why),
     }
 }
 
 async fn metrics_endpoint(state: web::Data<State>) -> HttpResponse {
+    let ready = readiness(&state).await.is_ok();
+    state.ready.set(i64::from(ready));
     match chat_shared::telemetry::render_metrics(&state.registry) {
         Ok(buf) => HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4")

@@ -12,15 +12,22 @@
 //! entry by entry, and an entry that keeps failing is moved to the dead-letter
 //! stream after `max_deliveries` attempts instead of blocking everything behind it.
 
-use crate::apply::{apply_batch, unread_total, BatchOutcome};
+use crate::apply::{apply_batch, BatchOutcome};
 use crate::metrics::PersisterMetrics;
 use chat_shared::broker::{Broker, Envelope, EventLog, StreamEntry, StreamEvent};
+use chat_shared::domain::{Role, UserId};
 use chat_shared::protocol::ServerFrame;
 use chat_shared::store::{Store, StoreError};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+
+/// Default most entries per batch.
+pub const DEFAULT_BATCH_SIZE: usize = 1000;
+
+/// Default wait for a batch to fill, in milliseconds.
+pub const DEFAULT_LINGER_MS: u64 = 50;
 
 /// Tuning of the loop.
 #[derive(Debug, Clone)]
@@ -29,6 +36,10 @@ pub struct WorkerSettings {
     pub batch_size: usize,
     /// How long one read waits for new entries.
     pub block: Duration,
+    /// After a read that did not fill a batch, how long to let more entries
+    /// arrive before writing: trades a little persistence latency (never ack
+    /// latency) for fewer, larger MongoDB round trips under load.
+    pub linger: Duration,
     /// First retry delay after a failure (doubles up to `max_backoff`).
     pub min_backoff: Duration,
     /// Longest retry delay.
@@ -46,8 +57,9 @@ pub struct WorkerSettings {
 impl Default for WorkerSettings {
     fn default() -> Self {
         Self {
-            batch_size: 256,
+            batch_size: DEFAULT_BATCH_SIZE,
             block: Duration::from_millis(1000),
+            linger: Duration::from_millis(DEFAULT_LINGER_MS),
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             claim_idle: Duration::from_secs(30),
@@ -72,6 +84,9 @@ pub struct Worker {
     pub settings: WorkerSettings,
     /// Failed attempts per entry whose data the store refused.
     pub attempts: Mutex<HashMap<String, u64>>,
+    /// This worker's last backlog reading (pending, undelivered): the gauges
+    /// are the sum over every shard's worker, so each adds its change.
+    backlog: Mutex<(i64, i64)>,
 }
 
 impl Worker {
@@ -90,6 +105,7 @@ impl Worker {
             metrics,
             settings,
             attempts: Mutex::new(HashMap::new()),
+            backlog: Mutex::new((0, 0)),
         }
     }
 
@@ -128,7 +144,10 @@ impl Worker {
             .read_batch(self.settings.batch_size, self.settings.block)
             .await
         {
-            Ok(entries) => self.process(entries).await,
+            Ok(entries) => {
+                let entries = self.fill(entries).await;
+                self.process(entries).await
+            }
             Err(e) => {
                 // The read may have been delivered to us after we stopped
                 // waiting: re-read our own pending entries next time.
@@ -138,6 +157,25 @@ impl Worker {
                 false
             }
         }
+    }
+
+    /// Lets a partial batch fill for [`WorkerSettings::linger`]: one more
+    /// (non-waiting) read. A failure there only means the batch stays smaller.
+    async fn fill(&self, mut entries: Vec<StreamEntry>) -> Vec<StreamEntry> {
+        let room = self.settings.batch_size.saturating_sub(entries.len());
+        if entries.is_empty() || room == 0 || self.settings.linger.is_zero() {
+            return entries;
+        }
+        tokio::time::sleep(self.settings.linger).await;
+        // `BLOCK 0` would wait forever: the shortest real wait instead.
+        match self.log.read_batch(room, Duration::from_millis(1)).await {
+            Ok(more) => entries.extend(more),
+            Err(e) => {
+                tracing::debug!(error = %e, "topping up a batch failed");
+                self.log.replay_pending();
+            }
+        }
+        entries
     }
 
     /// Takes over entries a dead replica left behind, and applies them.
@@ -181,8 +219,11 @@ impl Worker {
             }
         }
         if let Ok(b) = self.log.backlog().await {
-            self.metrics.pending.set(b.pending as i64);
-            self.metrics.undelivered.set(b.undelivered as i64);
+            let now = (b.pending as i64, b.undelivered as i64);
+            let mut last = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
+            self.metrics.pending.add(now.0 - last.0);
+            self.metrics.undelivered.add(now.1 - last.1);
+            *last = now;
         }
     }
 
@@ -320,29 +361,31 @@ impl Worker {
         true
     }
 
-    /// Tells each affected user their new unread count and total.
+    /// Tells each affected user their new unread count and total (the totals
+    /// of every affected user in one store query).
     async fn announce(&self, outcome: &BatchOutcome) {
-        let mut totals = BTreeMap::new();
+        if outcome.unread_changes.is_empty() {
+            return;
+        }
+        let mut users: Vec<(UserId, Role)> = Vec::new();
+        for c in &outcome.unread_changes {
+            if !users.iter().any(|(u, _)| *u == c.user_id) {
+                users.push((c.user_id.clone(), c.role));
+            }
+        }
+        let totals: BTreeMap<UserId, u64> = match self.store.unread_totals(&users).await {
+            Ok(totals) => users.into_iter().map(|(u, _)| u).zip(totals).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "computing unread totals failed");
+                self.metrics.errors.with_label_values(&["publish"]).inc();
+                return;
+            }
+        };
         for change in &outcome.unread_changes {
-            let total = match totals.get(&change.user_id) {
-                Some(t) => *t,
-                None => match unread_total(self.store.as_ref(), &change.user_id, change.role).await
-                {
-                    Ok(t) => {
-                        totals.insert(change.user_id.clone(), t);
-                        t
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "computing an unread total failed");
-                        self.metrics.errors.with_label_values(&["publish"]).inc();
-                        continue;
-                    }
-                },
-            };
             let frame = ServerFrame::Unread {
                 chat_id: change.chat_id,
                 count: change.count,
-                total,
+                total: totals.get(&change.user_id).copied().unwrap_or(change.count),
             };
             if let Err(e) = self
                 .broker

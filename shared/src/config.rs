@@ -92,12 +92,31 @@ impl AuthArgs {
     }
 }
 
+/// Event stream shards on a Redis Cluster unless `REDIS_SHARDS` says otherwise:
+/// a few per master of a typical 3–6 master cluster, so shards spread evenly.
+pub const DEFAULT_CLUSTER_SHARDS: u16 = 16;
+
+/// Upper bound of `REDIS_SHARDS`: each shard costs every persister a blocking
+/// reader and every user one subscription per gateway.
+pub const MAX_SHARDS: u16 = 256;
+
 /// Redis settings.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct RedisArgs {
-    /// `redis://host:port/db`; unset means standalone mode.
+    /// `redis://host:port/db`; unset means standalone mode. With Redis Cluster,
+    /// one or more seed nodes, comma-separated.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// Talk to a Redis Cluster (sharded pub/sub, slot-aware routing). Implied
+    /// when `REDIS_URL` lists several nodes.
+    #[arg(long, env = "REDIS_CLUSTER", default_value = "false", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub redis_cluster: bool,
+    /// Shards of the event stream (and of the chats' keys). Every gateway and
+    /// persister must agree; the first one to start records it in Redis and the
+    /// others refuse to start with a different value. Default: 1 on a single
+    /// Redis, 16 on a cluster.
+    #[arg(long, env = "REDIS_SHARDS")]
+    pub redis_shards: Option<u16>,
     /// Timeout for each Redis command, in milliseconds.
     #[arg(long, env = "REDIS_TIMEOUT_MS", default_value_t = 2000)]
     pub redis_timeout_ms: u64,
@@ -115,8 +134,12 @@ pub struct RedisArgs {
 /// Validated Redis settings.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
-    /// Connection URL.
+    /// Connection URL (the first seed node on a cluster).
     pub url: String,
+    /// Redis Cluster seed nodes; empty for a single Redis.
+    pub cluster_nodes: Vec<String>,
+    /// Event stream shards (1..=256).
+    pub shards: u16,
     /// Per-command timeout.
     pub timeout: Duration,
     /// Pub/sub connections per node (≥ 1).
@@ -133,8 +156,35 @@ impl RedisArgs {
         let Some(url) = self.redis_url.as_ref().filter(|u| !u.trim().is_empty()) else {
             return Ok(None);
         };
-        redis::Client::open(url.as_str())
-            .map_err(|e| ConfigError::new("REDIS_URL", format!("not a Redis URL: {e}")))?;
+        let urls: Vec<String> = url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let Some(first) = urls.first().cloned() else {
+            return Err(ConfigError::new("REDIS_URL", "lists no node"));
+        };
+        for u in &urls {
+            redis::Client::open(u.as_str())
+                .map_err(|e| ConfigError::new("REDIS_URL", format!("not a Redis URL: {e}")))?;
+        }
+        let cluster = self.redis_cluster || urls.len() > 1;
+        let shards = self
+            .redis_shards
+            .unwrap_or(if cluster { DEFAULT_CLUSTER_SHARDS } else { 1 });
+        if !(1..=MAX_SHARDS).contains(&shards) {
+            return Err(ConfigError::new(
+                "REDIS_SHARDS",
+                format!("must be 1..={MAX_SHARDS}"),
+            ));
+        }
+        if cluster && self.redis_wait_replicas > 0 {
+            return Err(ConfigError::new(
+                "REDIS_WAIT_REPLICAS",
+                "is not supported with REDIS_CLUSTER (WAIT must follow the write on the same node connection)",
+            ));
+        }
         if self.redis_timeout_ms == 0 {
             return Err(ConfigError::new("REDIS_TIMEOUT_MS", "must be positive"));
         }
@@ -151,7 +201,9 @@ impl RedisArgs {
             ));
         }
         Ok(Some(RedisSettings {
-            url: url.clone(),
+            url: first,
+            cluster_nodes: if cluster { urls } else { Vec::new() },
+            shards,
             timeout: Duration::from_millis(self.redis_timeout_ms),
             pubsub_connections: self.redis_pubsub_connections,
             wait_replicas: self.redis_wait_replicas,

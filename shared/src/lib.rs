@@ -9,6 +9,8 @@
 //! - [`auth`]: JWT verification with a pinned algorithm (and HS256 signing for dev/tests);
 //! - [`config`]: environment/flag groups validated into typed settings;
 //! - [`telemetry`]: logging setup;
+//! - [`metrics`]: Redis and MongoDB command metrics (process-wide);
+//! - [`probe`]: `--healthcheck` for shell-less container images;
 //! - [`broker`]: append-with-`seq`, publish/subscribe, recent window, consumer group —
 //!   the [`broker::Broker`] and [`broker::EventLog`] traits and the Redis engine;
 //! - [`store`]: chats, history and counters — the [`store::Store`] trait and the MongoDB engine.
@@ -17,6 +19,8 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod domain;
+pub mod metrics;
+pub mod probe;
 pub mod protocol;
 pub mod store;
 pub mod telemetry;

@@ -52,7 +52,10 @@ pub async fn shutdown_signal() {
 /// Encodes a registry in the Prometheus text format, for `/metrics`.
 pub fn render_metrics(registry: &prometheus::Registry) -> Result<Vec<u8>, prometheus::Error> {
     use prometheus::Encoder;
+    crate::metrics::init();
+    let mut families = registry.gather();
+    families.extend(prometheus::default_registry().gather());
     let mut buf = Vec::new();
-    prometheus::TextEncoder::new().encode(&registry.gather(), &mut buf)?;
+    prometheus::TextEncoder::new().encode(&families, &mut buf)?;
     Ok(buf)
 }

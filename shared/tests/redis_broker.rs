@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 #![allow(missing_docs)]
 
+use chat_shared::broker::redis::keys::Shard;
 use chat_shared::broker::redis::stream::RedisEventLog;
 use chat_shared::broker::redis::{RedisBroker, DEFAULT_RECENT_WINDOW};
 use chat_shared::broker::{
@@ -49,6 +50,8 @@ type Deliveries = mpsc::UnboundedReceiver<(UserId, Envelope)>;
 fn settings(server: &RedisServer) -> RedisSettings {
     RedisSettings {
         url: server.url(),
+        cluster_nodes: Vec::new(),
+        shards: 1,
         timeout: Duration::from_secs(2),
         // One shard: deliveries of all users then arrive in publish order, which
         // lets a sentinel publish prove that nothing else is on its way.
@@ -171,7 +174,7 @@ async fn deliveries_before_sentinel(
 }
 
 async fn event_log(server: &RedisServer, consumer: &str) -> RedisEventLog {
-    RedisEventLog::connect(&settings(server), consumer)
+    RedisEventLog::connect(&settings(server), Shard(0), consumer)
         .await
         .unwrap()
 }

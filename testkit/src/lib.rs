@@ -48,6 +48,8 @@ pub struct RedisServer {
     child: Option<Child>,
     aof: bool,
     primary: Option<u16>,
+    /// The cluster bus port, for a Redis Cluster node.
+    cluster_port: Option<u16>,
 }
 
 impl RedisServer {
@@ -65,6 +67,7 @@ impl RedisServer {
             child: None,
             aof,
             primary: None,
+            cluster_port: None,
         };
         s.spawn();
         s
@@ -78,6 +81,7 @@ impl RedisServer {
             child: None,
             aof: false,
             primary: Some(primary.port),
+            cluster_port: None,
         };
         s.spawn();
         s
@@ -101,6 +105,16 @@ impl RedisServer {
             cmd.arg("--replicaof")
                 .arg("127.0.0.1")
                 .arg(primary.to_string());
+        }
+        if let Some(bus) = self.cluster_port {
+            cmd.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ])
+            .arg("--cluster-port")
+            .arg(bus.to_string());
         }
         if self.aof {
             cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
@@ -139,6 +153,81 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A Redis Cluster of three masters (no replicas), made with
+/// `redis-cli --cluster create`; every slot is served when `start` returns.
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts three cluster-enabled `redis-server`s and joins them.
+    pub fn start() -> Self {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                let mut s = RedisServer {
+                    port: free_port(),
+                    dir: tempfile::tempdir().expect("a temporary directory"),
+                    child: None,
+                    aof: false,
+                    primary: None,
+                    cluster_port: Some(free_port()),
+                };
+                s.spawn();
+                s
+            })
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli not found: run scripts/test.sh, which installs it");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let cluster = Self { nodes };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cluster.nodes.iter().all(|n| n.cluster_ok()) {
+            assert!(Instant::now() < deadline, "the cluster never became ok");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cluster
+    }
+
+    /// Every node's URL, comma-separated (the form `REDIS_URL` takes).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(RedisServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The nodes.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+}
+
+impl RedisServer {
+    /// Whether this cluster node sees every slot served.
+    fn cluster_ok(&self) -> bool {
+        Command::new("redis-cli")
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(["cluster", "info"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains("cluster_state:ok"))
+            .unwrap_or(false)
     }
 }
 

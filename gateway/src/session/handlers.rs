@@ -32,8 +32,13 @@ pub async fn handle(session: &mut Session, text: &str) -> Option<Ending> {
             client_msg_id,
             body,
         } => {
+            let received = Instant::now();
             if let Err(wait) = session.state.send_limiter.check(&session.identity.user_id) {
                 metrics.rate_limited.inc();
+                metrics
+                    .refused
+                    .with_label_values(&[ErrorCode::RateLimited.as_str()])
+                    .inc();
                 session.reply(&ServerFrame::Error {
                     id,
                     code: ErrorCode::RateLimited,
@@ -49,13 +54,20 @@ pub async fn handle(session: &mut Session, text: &str) -> Option<Ending> {
                 .await;
             match result {
                 Ok(appended) => {
-                    metrics.acks.inc();
+                    metrics.accepted.inc();
                     let message = match appended {
                         Appended::New(m) | Appended::Duplicate(m) => m,
                     };
                     session.reply_ack(id, message);
+                    metrics.send_ack.observe(received.elapsed().as_secs_f64());
                 }
-                Err(e) => session.reply_error(id, e.code(), e.to_string()),
+                Err(e) => {
+                    metrics
+                        .refused
+                        .with_label_values(&[e.code().as_str()])
+                        .inc();
+                    session.reply_error(id, e.code(), e.to_string());
+                }
             }
         }
         ClientFrame::Read {

@@ -182,6 +182,7 @@ fn serve(
             },
         );
         state.metrics.connections.inc();
+        state.metrics.connects.inc();
         if first {
             if let Err(e) = state.service.broker.subscribe(&user).await {
                 // The subscriber retries on its own; this session still works for
@@ -219,6 +220,7 @@ fn serve(
         // Let the writer flush what is queued (unless the client is the problem).
         drop(session);
         if code == 1013 {
+            state.metrics.slow_consumers.inc();
             writer.abort();
         } else if tokio::time::timeout(FLUSH_TIMEOUT, writer).await.is_err() {
             tracing::debug!("writer did not flush in time");

@@ -8,7 +8,7 @@ use chat_shared::auth::{Claims, TokenSigner};
 use chat_shared::config::{AuthArgs, MongoSettings, RedisSettings};
 use chat_shared::domain::{Role, Timestamp};
 use chat_shared::protocol::{Chat, Message, ServerFrame};
-use chat_testkit::{MongoServer, RedisServer};
+use chat_testkit::{MongoServer, RedisCluster, RedisServer};
 use futures_util::{SinkExt, StreamExt};
 use secrecy::SecretString;
 use serde_json::{json, Value};
@@ -38,6 +38,8 @@ pub struct Node {
 
 /// A running persister.
 pub struct PersisterHandle {
+    /// Its HTTP port (`/healthz`, `/readyz`, `/metrics`).
+    pub port: u16,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -49,11 +51,21 @@ pub enum Backend {
     Cluster,
     /// One standalone node: in-process broker and persister, embedded store.
     Standalone,
+    /// A three-master Redis Cluster (sharded pub/sub, sharded streams) + MongoDB.
+    RedisCluster,
 }
+
+/// Event stream shards on the test Redis Cluster: more than masters, so a
+/// master serves several and persisters run several workers.
+pub const REDIS_CLUSTER_SHARDS: u16 = 4;
 
 enum Servers {
     Cluster {
         redis: RedisServer,
+        mongo: MongoServer,
+    },
+    RedisCluster {
+        redis: RedisCluster,
         mongo: MongoServer,
     },
     Standalone {
@@ -97,9 +109,13 @@ impl Cluster {
             Backend::Standalone => Servers::Standalone {
                 data_dir: tempfile::tempdir().expect("data dir"),
             },
+            Backend::RedisCluster => Servers::RedisCluster {
+                redis: RedisCluster::start(),
+                mongo: MongoServer::start(),
+            },
         };
         let (nodes, persister) = match backend {
-            Backend::Cluster => (nodes, persister),
+            Backend::Cluster | Backend::RedisCluster => (nodes, persister),
             Backend::Standalone => (nodes.min(1), false),
         };
         let mut cluster = Self {
@@ -118,18 +134,26 @@ impl Cluster {
         cluster
     }
 
-    /// The Redis server (cluster-only tests).
+    /// The Redis server (single-Redis tests).
     pub fn redis(&self) -> &RedisServer {
         match &self.servers {
             Servers::Cluster { redis, .. } => redis,
-            Servers::Standalone { .. } => panic!("a cluster-only test ran in standalone mode"),
+            _ => panic!("a single-Redis test ran on another backend"),
         }
     }
 
-    /// The MongoDB server (cluster-only tests).
+    /// The Redis Cluster (Redis Cluster tests).
+    pub fn redis_cluster(&self) -> &RedisCluster {
+        match &self.servers {
+            Servers::RedisCluster { redis, .. } => redis,
+            _ => panic!("a Redis Cluster test ran on another backend"),
+        }
+    }
+
+    /// The MongoDB server (cluster-mode tests).
     pub fn mongo(&self) -> &MongoServer {
         match &self.servers {
-            Servers::Cluster { mongo, .. } => mongo,
+            Servers::Cluster { mongo, .. } | Servers::RedisCluster { mongo, .. } => mongo,
             Servers::Standalone { .. } => panic!("a cluster-only test ran in standalone mode"),
         }
     }
@@ -137,7 +161,7 @@ impl Cluster {
     /// The node's engines, per backend.
     fn mode(&self) -> Mode {
         match &self.servers {
-            Servers::Cluster { .. } => Mode::Cluster {
+            Servers::Cluster { .. } | Servers::RedisCluster { .. } => Mode::Cluster {
                 redis: self.redis_settings(),
                 mongo: self.mongo_settings(),
                 mongo_timeout: Duration::from_secs(5),
@@ -150,8 +174,22 @@ impl Cluster {
 
     /// Redis settings of this cluster.
     pub fn redis_settings(&self) -> RedisSettings {
+        if let Servers::RedisCluster { redis, .. } = &self.servers {
+            let nodes: Vec<String> = redis.nodes().iter().map(RedisServer::url).collect();
+            return RedisSettings {
+                url: nodes[0].clone(),
+                cluster_nodes: nodes,
+                shards: REDIS_CLUSTER_SHARDS,
+                timeout: Duration::from_secs(2),
+                pubsub_connections: 2,
+                wait_replicas: 0,
+                wait_timeout: Duration::from_millis(500),
+            };
+        }
         RedisSettings {
             url: self.redis().url(),
+            cluster_nodes: Vec::new(),
+            shards: 1,
             timeout: Duration::from_secs(2),
             pubsub_connections: 2,
             wait_replicas: 0,
@@ -202,6 +240,7 @@ impl Cluster {
                 tick: Duration::from_millis(100),
             },
             dev: None,
+            tls: None,
         };
         adjust(&mut settings);
         let draining = CancellationToken::new();
@@ -258,10 +297,15 @@ impl Cluster {
         let app = chat_persister::startup::Application::build(settings, shutdown.clone())
             .await
             .expect("persister starts");
+        let port = app.port();
         let task = tokio::spawn(async move {
             let _ = app.run_until_stopped().await;
         });
-        self.persisters.push(PersisterHandle { shutdown, task });
+        self.persisters.push(PersisterHandle {
+            port,
+            shutdown,
+            task,
+        });
     }
 
     /// Stops every persister replica and waits for them.
@@ -356,6 +400,10 @@ macro_rules! both_backends {
                 #[tokio::test]
                 async fn standalone() {
                     super::$name($crate::helpers::Backend::Standalone).await
+                }
+                #[tokio::test]
+                async fn redis_cluster() {
+                    super::$name($crate::helpers::Backend::RedisCluster).await
                 }
             }
         )*

@@ -12,6 +12,8 @@ mod drain;
 mod helpers;
 mod limits;
 mod messaging;
+mod metrics;
 mod persistence;
 mod presence;
+mod redis_cluster;
 mod unread;

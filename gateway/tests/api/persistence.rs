@@ -2,6 +2,7 @@
 //! MongoDB outages.
 
 use crate::helpers::Cluster;
+use chat_shared::broker::redis::keys::Shard;
 use chat_shared::broker::redis::stream::RedisEventLog;
 use chat_shared::broker::{EventLog, SeqWindow};
 use chat_shared::domain::{ChatId, Role, UserId};
@@ -9,6 +10,9 @@ use chat_shared::store::mongo::MongoStore;
 use chat_shared::store::Store;
 use chat_testkit::TcpProxy;
 use std::time::Duration;
+
+/// The event stream of the single shard these tests run with.
+const STREAM: &str = "chat:{s0}:events";
 
 async fn store(cluster: &Cluster) -> MongoStore {
     MongoStore::connect(&cluster.mongo_settings(), Duration::from_secs(5))
@@ -57,7 +61,7 @@ async fn a_dead_replicas_unacknowledged_entries_are_taken_over_by_another() {
         doctor.send_message(&chat_id, &format!("d{i}"), "x").await;
     }
     // Replica "doomed" receives the entries, then dies without acknowledging.
-    let doomed = RedisEventLog::connect(&cluster.redis_settings(), "doomed")
+    let doomed = RedisEventLog::connect(&cluster.redis_settings(), Shard(0), "doomed")
         .await
         .unwrap();
     let _ = doomed
@@ -102,7 +106,7 @@ async fn an_undecodable_entry_goes_to_the_dead_letter_stream_and_the_stream_keep
     let chat = cluster.create_chat("pat-dl", "doc-dl", "a").await;
     let mut conn = redis(&cluster).await;
     let poison: String = redis::cmd("XADD")
-        .arg("chat:events")
+        .arg(STREAM)
         .arg("*")
         .arg("t")
         .arg("m")
@@ -139,7 +143,7 @@ async fn an_undecodable_entry_goes_to_the_dead_letter_stream_and_the_stream_keep
             async move {
                 let pending: (u64, Option<String>, Option<String>, redis::Value) =
                     redis::cmd("XPENDING")
-                        .arg("chat:events")
+                        .arg(STREAM)
                         .arg("persisters")
                         .query_async(&mut conn)
                         .await
@@ -159,7 +163,7 @@ async fn the_stream_is_trimmed_but_never_past_an_unpersisted_entry() {
     let mut conn = redis(&cluster).await;
     let xlen = |mut conn: redis::aio::MultiplexedConnection| async move {
         redis::cmd("XLEN")
-            .arg("chat:events")
+            .arg(STREAM)
             .query_async::<u64>(&mut conn)
             .await
             .unwrap()
@@ -182,7 +186,7 @@ async fn the_stream_is_trimmed_but_never_past_an_unpersisted_entry() {
     // others must not take them over yet), two more arrive later.
     doctor.send_message(&chat_id, "b1", "x").await;
     doctor.send_message(&chat_id, "b2", "x").await;
-    let stuck = RedisEventLog::connect(&cluster.redis_settings(), "stuck")
+    let stuck = RedisEventLog::connect(&cluster.redis_settings(), Shard(0), "stuck")
         .await
         .unwrap();
     let _ = stuck
@@ -214,7 +218,7 @@ async fn the_stream_is_trimmed_but_never_past_an_unpersisted_entry() {
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_millis(150)).await;
         let still: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg("chat:events")
+            .arg(STREAM)
             .arg(&first_held)
             .arg(&first_held)
             .query_async(&mut conn)

@@ -2,6 +2,7 @@
 
 use crate::helpers::{Backend, Cluster};
 use chat_persister::apply::apply_batch;
+use chat_shared::broker::redis::keys::Shard;
 use chat_shared::broker::redis::stream::RedisEventLog;
 use chat_shared::broker::{EventLog, SeqWindow};
 use chat_shared::domain::Role;
@@ -145,7 +146,7 @@ async fn a_persister_that_dies_between_the_write_and_the_ack_is_replayed_without
         .unwrap();
     store.prepare().await.unwrap();
     {
-        let log = RedisEventLog::connect(&cluster.redis_settings(), "crashy")
+        let log = RedisEventLog::connect(&cluster.redis_settings(), Shard(0), "crashy")
             .await
             .unwrap();
         let entries = log

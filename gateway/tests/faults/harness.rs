@@ -71,6 +71,8 @@ impl Backend {
     fn redis_settings(&self) -> RedisSettings {
         RedisSettings {
             url: self.redis.url(),
+            cluster_nodes: Vec::new(),
+            shards: 1,
             timeout: Duration::from_secs(2),
             pubsub_connections: 2,
             wait_replicas: 0,

@@ -133,6 +133,11 @@ macro_rules! ulid_id {
                     reason: "not a valid id",
                 })
             }
+
+            /// The underlying ULID (for stable hashing, e.g. sharding).
+            pub fn as_ulid(&self) -> Ulid {
+                self.0
+            }
         }
 
         impl TryFrom<String> for $name {

@@ -5,6 +5,12 @@
 //! MongoDB is the production engine ([`mongo::MongoStore`]); an embedded one
 //! ([`embedded::EmbeddedStore`], a redb file) serves standalone mode. Every write is a single-document operation that is
 //! safe to repeat, because the engines do not all isolate transactions.
+//!
+//! The persister works in batches, so the trait also has batch forms
+//! ([`Store::chats`], [`Store::count_unread`], [`Store::update_counters_all`],
+//! [`Store::unread_totals`]) that MongoDB answers in one round trip each; their
+//! default bodies loop over the single forms, which is right for an embedded
+//! engine with no round trips to save.
 
 pub mod embedded;
 pub mod mongo;
@@ -15,6 +21,29 @@ use crate::domain::{ChatId, ClientMsgId, Role, UserId};
 use crate::protocol::Message;
 use async_trait::async_trait;
 pub use record::{ChatRecord, ChatUpsert, CounterUpdate, NewChat};
+
+/// "How many messages did `sender` write in `chat` above `above_seq`": the
+/// unread count of `sender`'s peer whose read mark is `above_seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadQuery {
+    /// The chat.
+    pub chat: ChatId,
+    /// The peer whose messages count.
+    pub sender: UserId,
+    /// The reader's mark.
+    pub above_seq: u64,
+}
+
+/// A counter update guarded by the chat's revision (optimistic concurrency).
+#[derive(Debug, Clone)]
+pub struct RevisedUpdate {
+    /// The chat.
+    pub chat: ChatId,
+    /// The revision the update was computed from.
+    pub expected_rev: u64,
+    /// The new values.
+    pub update: CounterUpdate,
+}
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -89,4 +118,53 @@ pub trait Store: Send + Sync + 'static {
         expected_rev: u64,
         update: &CounterUpdate,
     ) -> Result<bool, StoreError>;
+
+    /// Several chats at once; ids the store does not know are simply absent.
+    async fn chats(&self, ids: &[ChatId]) -> Result<Vec<ChatRecord>, StoreError> {
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            found.extend(self.chat(*id).await?);
+        }
+        Ok(found)
+    }
+
+    /// Answers each query, in order.
+    async fn count_unread(&self, queries: &[UnreadQuery]) -> Result<Vec<u64>, StoreError> {
+        let mut counts = Vec::with_capacity(queries.len());
+        for q in queries {
+            counts.push(
+                self.count_messages_from(q.chat, &q.sender, q.above_seq)
+                    .await?,
+            );
+        }
+        Ok(counts)
+    }
+
+    /// Applies every update whose chat still has its expected revision;
+    /// returns whether all of them applied. When not, the caller cannot tell
+    /// which did and redoes them one by one (a redo recounts: harmless).
+    async fn update_counters_all(&self, updates: &[RevisedUpdate]) -> Result<bool, StoreError> {
+        let mut all = true;
+        for u in updates {
+            all &= self
+                .update_counters(u.chat, u.expected_rev, &u.update)
+                .await?;
+        }
+        Ok(all)
+    }
+
+    /// Each user's unread count summed over all their chats, in order.
+    async fn unread_totals(&self, users: &[(UserId, Role)]) -> Result<Vec<u64>, StoreError> {
+        let mut totals = Vec::with_capacity(users.len());
+        for (user, role) in users {
+            totals.push(
+                self.chats_of(user, *role)
+                    .await?
+                    .iter()
+                    .map(|c| c.unread_of(user))
+                    .sum(),
+            );
+        }
+        Ok(totals)
+    }
 }

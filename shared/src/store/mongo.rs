@@ -7,7 +7,9 @@
 //! Numbers are written as Int64 and read into `i64` fields (some servers hand
 //! small Int64 values back as Int32); history is sorted by `seq`, never `_id`.
 
-use super::{ChatRecord, ChatUpsert, CounterUpdate, NewChat, Store, StoreError};
+use super::{
+    ChatRecord, ChatUpsert, CounterUpdate, NewChat, RevisedUpdate, Store, StoreError, UnreadQuery,
+};
 use crate::broker::SeqWindow;
 use crate::config::MongoSettings;
 use crate::domain::{AppointmentId, ChatId, ClientMsgId, MessageId, Role, Timestamp, UserId};
@@ -19,6 +21,7 @@ use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::future::IntoFuture;
 use std::time::Duration;
 
@@ -149,6 +152,7 @@ impl MongoStore {
         options.server_selection_timeout = Some(timeout);
         options.connect_timeout = Some(timeout);
         options.app_name.get_or_insert_with(|| "chat".into());
+        options.command_event_handler = Some(crate::metrics::mongo_command_handler());
         let client =
             Client::with_options(options).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(Self {
@@ -450,29 +454,198 @@ impl Store for MongoStore {
         expected_rev: u64,
         update: &CounterUpdate,
     ) -> Result<bool, StoreError> {
-        let mut set = doc! {"last_seq": update.last_seq as i64};
-        if let Some(m) = &update.last_message {
-            set.insert("last_message", MessageDoc::from_message(m).to_document()?);
-        }
-        for (user, n) in &update.unread {
-            set.insert(format!("unread.{user}"), *n as i64);
-        }
-        for (user, n) in &update.read_seq {
-            set.insert(format!("read_seq.{user}"), *n as i64);
-        }
-        let filter = if expected_rev == 0 {
-            // Older documents may lack `rev` entirely.
-            doc! {"_id": chat.to_string(), "$or": [{"rev": 0_i64}, {"rev": {"$exists": false}}]}
-        } else {
-            doc! {"_id": chat.to_string(), "rev": expected_rev as i64}
-        };
+        let (filter, change) = counter_statement(chat, expected_rev, update)?;
         let r = self
             .timed(
                 "update counters",
-                self.chats_coll()
-                    .update_one(filter, doc! {"$set": set, "$inc": {"rev": 1_i64}}),
+                self.chats_coll().update_one(filter, change),
             )
             .await?;
         Ok(r.matched_count == 1)
     }
+
+    async fn chats(&self, ids: &[ChatId]) -> Result<Vec<ChatRecord>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = ids.iter().map(ChatId::to_string).collect();
+        let docs: Vec<ChatDoc> = self
+            .timed("find chats", async {
+                self.chats_coll()
+                    .find(doc! {"_id": {"$in": ids}})
+                    .batch_size(BIG_BATCH)
+                    .await?
+                    .try_collect()
+                    .await
+            })
+            .await?;
+        docs.into_iter().map(ChatDoc::into_record).collect()
+    }
+
+    async fn count_unread(&self, queries: &[UnreadQuery]) -> Result<Vec<u64>, StoreError> {
+        if queries.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One query for all: the matching messages' (chat, sender), counted
+        // here. (A `$group` on a compound key would return less, but the
+        // MongoDB-wire stand-in the tests use cannot group on one.) Unread
+        // messages are few per reader, and the ones returned are two short
+        // strings each.
+        let clauses: Vec<Document> = queries
+            .iter()
+            .map(|q| {
+                doc! {
+                    "chat_id": q.chat.to_string(),
+                    "sender_id": q.sender.as_str(),
+                    "seq": {"$gt": q.above_seq as i64},
+                }
+            })
+            .collect();
+        #[derive(serde::Deserialize)]
+        struct Hit {
+            chat_id: String,
+            sender_id: String,
+        }
+        let hits: Vec<Hit> = self
+            .timed("count unread", async {
+                self.db
+                    .collection::<Hit>("messages")
+                    .find(doc! {"$or": clauses})
+                    .projection(doc! {"_id": 0, "chat_id": 1, "sender_id": 1})
+                    .batch_size(BIG_BATCH)
+                    .await?
+                    .try_collect()
+                    .await
+            })
+            .await?;
+        let mut counts: HashMap<(&str, &str), u64> = HashMap::new();
+        for h in &hits {
+            *counts.entry((&h.chat_id, &h.sender_id)).or_default() += 1;
+        }
+        Ok(queries
+            .iter()
+            .map(|q| {
+                let chat = q.chat.to_string();
+                counts
+                    .get(&(chat.as_str(), q.sender.as_str()))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .collect())
+    }
+
+    async fn update_counters_all(&self, updates: &[RevisedUpdate]) -> Result<bool, StoreError> {
+        if updates.is_empty() {
+            return Ok(true);
+        }
+        // One `update` command with a statement per chat: one round trip. The
+        // reply only says how many matched, so "not all" sends the caller to
+        // redo them one by one.
+        let statements = updates
+            .iter()
+            .map(|u| {
+                let (q, change) = counter_statement(u.chat, u.expected_rev, &u.update)?;
+                Ok(doc! {"q": q, "u": change})
+            })
+            .collect::<Result<Vec<Document>, StoreError>>()?;
+        let reply = self
+            .timed(
+                "update counters",
+                self.db.run_command(doc! {
+                    "update": "chats",
+                    "updates": statements,
+                    "ordered": false,
+                }),
+            )
+            .await?;
+        if let Ok(errors) = reply.get_array("writeErrors") {
+            return Err(StoreError::Rejected(format!("update counters: {errors:?}")));
+        }
+        let matched = reply
+            .get_i32("n")
+            .map(i64::from)
+            .or_else(|_| reply.get_i64("n"))
+            .map_err(|e| corrupt("update reply", e))?;
+        Ok(matched == updates.len() as i64)
+    }
+
+    async fn unread_totals(&self, users: &[(UserId, Role)]) -> Result<Vec<u64>, StoreError> {
+        let (mut patients, mut doctors) = (Vec::new(), Vec::new());
+        for (user, role) in users {
+            match role {
+                Role::Patient => patients.push(user.as_str()),
+                Role::Doctor => doctors.push(user.as_str()),
+                _ => {}
+            }
+        }
+        if patients.is_empty() && doctors.is_empty() {
+            return Ok(vec![0; users.len()]);
+        }
+        #[derive(serde::Deserialize)]
+        struct Counts {
+            patient_id: String,
+            doctor_id: String,
+            #[serde(default)]
+            unread: BTreeMap<String, i64>,
+        }
+        let filter = doc! {"$or": [
+            {"patient_id": {"$in": patients}},
+            {"doctor_id": {"$in": doctors}},
+        ]};
+        let chats: Vec<Counts> = self
+            .timed("unread totals", async {
+                self.db
+                    .collection::<Counts>("chats")
+                    .find(filter)
+                    .projection(doc! {"_id": 0, "patient_id": 1, "doctor_id": 1, "unread": 1})
+                    .batch_size(BIG_BATCH)
+                    .await?
+                    .try_collect()
+                    .await
+            })
+            .await?;
+        Ok(users
+            .iter()
+            .map(|(user, role)| {
+                chats
+                    .iter()
+                    .filter(|c| match role {
+                        Role::Patient => c.patient_id == user.as_str(),
+                        Role::Doctor => c.doctor_id == user.as_str(),
+                        _ => false,
+                    })
+                    .map(|c| c.unread.get(user.as_str()).copied().unwrap_or(0).max(0) as u64)
+                    .sum()
+            })
+            .collect())
+    }
+}
+
+/// Documents per cursor batch for the persister's set reads, so a large
+/// answer still comes back in one round trip.
+const BIG_BATCH: u32 = 10_000;
+
+/// The filter and change of one revision-guarded counter update.
+fn counter_statement(
+    chat: ChatId,
+    expected_rev: u64,
+    update: &CounterUpdate,
+) -> Result<(Document, Document), StoreError> {
+    let mut set = doc! {"last_seq": update.last_seq as i64};
+    if let Some(m) = &update.last_message {
+        set.insert("last_message", MessageDoc::from_message(m).to_document()?);
+    }
+    for (user, n) in &update.unread {
+        set.insert(format!("unread.{user}"), *n as i64);
+    }
+    for (user, n) in &update.read_seq {
+        set.insert(format!("read_seq.{user}"), *n as i64);
+    }
+    let filter = if expected_rev == 0 {
+        // Older documents may lack `rev` entirely.
+        doc! {"_id": chat.to_string(), "$or": [{"rev": 0_i64}, {"rev": {"$exists": false}}]}
+    } else {
+        doc! {"_id": chat.to_string(), "rev": expected_rev as i64}
+    };
+    Ok((filter, doc! {"$set": set, "$inc": {"rev": 1_i64}}))
 }

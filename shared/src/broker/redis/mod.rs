@@ -1,16 +1,20 @@
 //! The Redis engine: a stream for durability, pub/sub for fan-out, a sorted set
 //! per chat for the recent window, and Lua scripts to make appends atomic.
 //!
-//! Commands go over one multiplexed [`ConnectionManager`] (concurrent sessions'
-//! commands are pipelined on it and it reconnects by itself); pub/sub uses a few
-//! dedicated connections ([`pubsub::Subscriber`]); the persister's blocking
-//! stream reads use a pool ([`stream::RedisEventLog`]) because a blocking
-//! command would stall a multiplexed connection.
+//! Commands go over one multiplexed [`Conn`] (concurrent sessions' commands are
+//! pipelined on it and it reconnects by itself) — a single Redis or a Redis
+//! Cluster, the same code either way; pub/sub uses a few dedicated connections
+//! ([`pubsub::Subscriber`]) or, on a cluster, sharded pub/sub
+//! ([`sharded::ShardedSubscriber`]); the persister's blocking stream reads use
+//! a connection of their own per shard ([`stream::RedisEventLog`]) because a
+//! blocking command would stall a multiplexed connection.
 
+pub mod conn;
 pub mod keys;
 mod presence;
 pub mod pubsub;
 pub mod scripts;
+pub mod sharded;
 pub mod stream;
 
 use super::template::MessageTemplate;
@@ -21,7 +25,8 @@ use crate::config::RedisSettings;
 use crate::domain::{ChatId, SessionId, UserId};
 use crate::protocol::Message;
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use conn::{Blocking, Conn};
+use keys::Keyspace;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,14 +45,25 @@ struct Replication {
     timeout: Duration,
 }
 
+/// How this node receives what is published to its users.
+enum Subscriptions {
+    /// Classic pub/sub on a single Redis.
+    Single(pubsub::Subscriber),
+    /// Sharded pub/sub on a Redis Cluster.
+    Sharded(sharded::ShardedSubscriber),
+}
+
 /// The Redis broker engine.
 pub struct RedisBroker {
-    conn: ConnectionManager,
+    conn: Conn,
+    keys: Keyspace,
+    /// `PUBLISH` on a single Redis, `SPUBLISH` on a cluster.
+    publish_command: &'static str,
     /// With `REDIS_WAIT_REPLICAS`: dedicated connections for appends, because
     /// `WAIT` blocks its connection and would stall the multiplexed one.
     durable: Option<(deadpool_redis::Pool, Replication)>,
     timeout: Duration,
-    subscriber: Option<pubsub::Subscriber>,
+    subscriptions: Option<Subscriptions>,
     recent_window: usize,
     idempotency_ttl: Duration,
 }
@@ -60,26 +76,26 @@ impl RedisBroker {
         inbox: Option<Arc<dyn Inbox>>,
         shutdown: CancellationToken,
     ) -> Result<Self, BrokerError> {
-        let client = redis::Client::open(settings.url.as_str())
-            .map_err(|e| BrokerError::Unavailable(format!("REDIS_URL: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.timeout))
-            .set_response_timeout(Some(settings.timeout))
-            .set_number_of_retries(2);
-        let conn = with_timeout(
-            settings.timeout,
-            ConnectionManager::new_with_config(client.clone(), config),
-        )
-        .await?;
-        let subscriber = inbox.map(|inbox| {
-            pubsub::Subscriber::start(
-                client,
-                settings.pubsub_connections,
-                settings.timeout,
-                inbox,
-                shutdown,
-            )
-        });
+        let conn = Conn::connect(settings, Blocking::No).await?;
+        let keys = agree_on_shards(&conn, settings).await?;
+        let subscriptions = match inbox {
+            None => None,
+            Some(inbox) if conn.is_cluster() => Some(Subscriptions::Sharded(
+                sharded::ShardedSubscriber::connect(settings, keys, inbox).await?,
+            )),
+            Some(inbox) => {
+                let client = redis::Client::open(settings.url.as_str())
+                    .map_err(|e| BrokerError::Unavailable(format!("REDIS_URL: {e}")))?;
+                Some(Subscriptions::Single(pubsub::Subscriber::start(
+                    client,
+                    keys,
+                    settings.pubsub_connections,
+                    settings.timeout,
+                    inbox,
+                    shutdown,
+                )))
+            }
+        };
         let durable = match settings.wait_replicas {
             0 => None,
             replicas => Some((
@@ -91,19 +107,62 @@ impl RedisBroker {
             )),
         };
         Ok(Self {
+            publish_command: if conn.is_cluster() {
+                "SPUBLISH"
+            } else {
+                "PUBLISH"
+            },
             conn,
+            keys,
             durable,
             timeout: settings.timeout,
-            subscriber,
+            subscriptions,
             recent_window: DEFAULT_RECENT_WINDOW,
             idempotency_ttl: DEFAULT_IDEMPOTENCY_TTL,
         })
     }
 
-    fn subscriber(&self) -> Result<&pubsub::Subscriber, BrokerError> {
-        self.subscriber
+    /// The key layout every gateway and persister agreed on.
+    pub fn keyspace(&self) -> Keyspace {
+        self.keys
+    }
+
+    fn subscriptions(&self) -> Result<&Subscriptions, BrokerError> {
+        self.subscriptions
             .as_ref()
             .ok_or_else(|| BrokerError::Protocol("this broker was built without an inbox".into()))
+    }
+}
+
+/// Records this process's `REDIS_SHARDS` in Redis, or checks it against the
+/// one recorded: processes that disagree would put one chat's counter under
+/// two keys and hand out the same `seq` twice, so a mismatch stops start-up.
+pub async fn agree_on_shards(
+    conn: &Conn,
+    settings: &RedisSettings,
+) -> Result<Keyspace, BrokerError> {
+    let mut conn = conn.clone();
+    let recorded: Option<u16> = with_timeout("ping", settings.timeout, async {
+        redis::pipe()
+            .cmd("SET")
+            .arg(keys::SHARDS)
+            .arg(settings.shards)
+            .arg("NX")
+            .ignore()
+            .cmd("GET")
+            .arg(keys::SHARDS)
+            .query_async::<(Option<u16>,)>(&mut conn)
+            .await
+            .map(|(v,)| v)
+    })
+    .await?;
+    match recorded {
+        Some(n) if n != settings.shards => Err(BrokerError::Protocol(format!(
+            "REDIS_SHARDS is {} here but {n} in Redis ({}): every gateway and persister must use the same value",
+            settings.shards,
+            keys::SHARDS
+        ))),
+        _ => Ok(Keyspace::new(settings.shards)),
     }
 }
 
@@ -126,28 +185,35 @@ fn blocking_pool(settings: &RedisSettings) -> Result<deadpool_redis::Pool, Broke
 }
 
 /// Runs a Redis call under the configured timeout, mapping failures.
-async fn with_timeout<T>(
+pub(super) async fn with_timeout<T>(
+    op: &'static str,
     timeout: Duration,
     fut: impl Future<Output = redis::RedisResult<T>>,
 ) -> Result<T, BrokerError> {
-    with_timeout_for(None, timeout, fut).await
+    with_timeout_for(op, None, timeout, fut).await
 }
 
 /// Like [`with_timeout`], turning the scripts' `NOSEQ` error into
-/// [`BrokerError::SeqUnknown`] for `chat`.
+/// [`BrokerError::SeqUnknown`] for `chat`. Every call is recorded in
+/// [`crate::metrics::REDIS`] under `op`.
 async fn with_timeout_for<T>(
+    op: &'static str,
     chat: Option<ChatId>,
     timeout: Duration,
     fut: impl Future<Output = redis::RedisResult<T>>,
 ) -> Result<T, BrokerError> {
-    match tokio::time::timeout(timeout, fut).await {
+    let started = std::time::Instant::now();
+    let result = match tokio::time::timeout(timeout, fut).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => match chat {
             Some(chat) if e.to_string().contains("NOSEQ") => Err(BrokerError::SeqUnknown(chat)),
             _ => Err(BrokerError::Unavailable(e.to_string())),
         },
         Err(_) => Err(BrokerError::Unavailable("redis command timed out".into())),
-    }
+    };
+    let ok = !matches!(result, Err(BrokerError::Unavailable(_)));
+    crate::metrics::REDIS.observe(op, started.elapsed(), ok);
+    result
 }
 
 fn floor_arg(floor: Option<u64>) -> String {
@@ -171,16 +237,27 @@ impl RedisBroker {
     ) -> Result<T, BrokerError> {
         let Some((pool, replication)) = &self.durable else {
             let mut conn = self.conn.clone();
-            return with_timeout_for(Some(chat), self.timeout, invocation.invoke_async(&mut conn))
-                .await;
+            return with_timeout_for(
+                "append",
+                Some(chat),
+                self.timeout,
+                invocation.invoke_async(&mut conn),
+            )
+            .await;
         };
         let mut conn = tokio::time::timeout(self.timeout, pool.get())
             .await
             .map_err(|_| BrokerError::Unavailable("redis pool timed out".into()))?
             .map_err(|e| BrokerError::Unavailable(e.to_string()))?;
-        let value: T =
-            with_timeout_for(Some(chat), self.timeout, invocation.invoke_async(&mut conn)).await?;
+        let value: T = with_timeout_for(
+            "append",
+            Some(chat),
+            self.timeout,
+            invocation.invoke_async(&mut conn),
+        )
+        .await?;
         let acked: u32 = with_timeout(
+            "wait",
             self.timeout + replication.timeout,
             redis::cmd("WAIT")
                 .arg(replication.replicas)
@@ -208,19 +285,22 @@ impl Broker for RedisBroker {
         floor_seq: Option<u64>,
     ) -> Result<Appended, BrokerError> {
         let template = MessageTemplate::new(draft)?;
+        let (keys, chat) = (&self.keys, draft.chat_id);
+        let shard = keys.shard_of(chat);
         let mut invocation = scripts::APPEND_MESSAGE.prepare_invoke();
         invocation
-            .key(keys::seq(draft.chat_id))
-            .key(keys::recent(draft.chat_id))
-            .key(keys::client_msg(draft.chat_id, &draft.client_msg_id))
-            .key(keys::STREAM)
+            .key(keys.seq(chat))
+            .key(keys.recent(chat))
+            .key(keys.client_msg(chat, &draft.client_msg_id))
+            .key(shard.stream())
             .arg(&template.rest)
             .arg(floor_arg(floor_seq))
             .arg(self.recent_window)
             .arg(self.idempotency_ttl.as_secs())
-            .arg(keys::user_channel(&participants.patient))
-            .arg(keys::user_channel(&participants.doctor))
-            .arg(Envelope::prefix(Some(origin)));
+            .arg(shard.user_channel(&participants.patient))
+            .arg(shard.user_channel(&participants.doctor))
+            .arg(Envelope::prefix(Some(origin)))
+            .arg(self.publish_command);
         let (stored, json): (i64, String) = self.append(draft.chat_id, &invocation).await?;
         let message = decode_message(&json)?;
         Ok(if stored == 1 {
@@ -243,25 +323,28 @@ impl Broker for RedisBroker {
             "{}{{\"type\":\"read\",\"chat_id\":\"{chat_id}\",\"user_id\":\"{reader}\",\"up_to_seq\":",
             Envelope::prefix(None)
         );
+        let shard = self.keys.shard_of(chat_id);
         let mut invocation = scripts::APPEND_READ.prepare_invoke();
         invocation
-            .key(keys::seq(chat_id))
-            .key(keys::STREAM)
+            .key(self.keys.seq(chat_id))
+            .key(shard.stream())
             .arg(chat_id.to_string())
             .arg(reader.as_str())
             .arg(up_to_seq)
             .arg(floor_arg(floor_seq))
-            .arg(keys::user_channel(peer))
-            .arg(head);
+            .arg(shard.user_channel(peer))
+            .arg(head)
+            .arg(self.publish_command);
         self.append(chat_id, &invocation).await
     }
 
     async fn publish(&self, user: &UserId, envelope: Envelope) -> Result<(), BrokerError> {
         let mut conn = self.conn.clone();
-        let channel = keys::user_channel(user);
+        let channel = self.keys.shard_of_user(user).user_channel(user);
         let payload = envelope.encode();
-        with_timeout(self.timeout, async move {
-            redis::cmd("PUBLISH")
+        let command = self.publish_command;
+        with_timeout("publish", self.timeout, async move {
+            redis::cmd(command)
                 .arg(channel)
                 .arg(payload)
                 .query_async::<i64>(&mut conn)
@@ -276,7 +359,7 @@ impl Broker for RedisBroker {
         chat_id: ChatId,
         window: SeqWindow,
     ) -> Result<Vec<Message>, BrokerError> {
-        let key = keys::recent(chat_id);
+        let key = self.keys.recent(chat_id);
         let lo = window
             .after
             .map(|a| format!("({a}"))
@@ -298,12 +381,10 @@ impl Broker for RedisBroker {
         // Redis refuses a count above i64::MAX ("no limit" spelled usize::MAX).
         let limit = i64::try_from(window.limit).unwrap_or(i64::MAX);
         cmd.arg("LIMIT").arg(0).arg(limit);
-        let raw: Vec<String> =
-            with_timeout(
-                self.timeout,
-                async move { cmd.query_async(&mut conn).await },
-            )
-            .await?;
+        let raw: Vec<String> = with_timeout("recent", self.timeout, async move {
+            cmd.query_async(&mut conn).await
+        })
+        .await?;
         let mut messages = raw
             .iter()
             .map(|j| decode_message(j))
@@ -313,16 +394,22 @@ impl Broker for RedisBroker {
     }
 
     async fn subscribe(&self, user: &UserId) -> Result<(), BrokerError> {
-        self.subscriber()?.subscribe(user).await
+        match self.subscriptions()? {
+            Subscriptions::Single(s) => s.subscribe(user).await,
+            Subscriptions::Sharded(s) => s.subscribe(user).await,
+        }
     }
 
     async fn unsubscribe(&self, user: &UserId) -> Result<(), BrokerError> {
-        self.subscriber()?.unsubscribe(user).await
+        match self.subscriptions()? {
+            Subscriptions::Single(s) => s.unsubscribe(user).await,
+            Subscriptions::Sharded(s) => s.unsubscribe(user).await,
+        }
     }
 
     async fn ping(&self) -> Result<(), BrokerError> {
         let mut conn = self.conn.clone();
-        with_timeout(self.timeout, async move {
+        with_timeout("ping", self.timeout, async move {
             redis::cmd("PING").query_async::<String>(&mut conn).await
         })
         .await

@@ -106,7 +106,7 @@ impl RedisBroker {
         inv.key(OFFLINE)
             .arg(user.as_str())
             .arg(grace.as_millis() as u64);
-        with_timeout(self.timeout, inv.invoke_async::<i64>(&mut conn))
+        with_timeout("presence", self.timeout, inv.invoke_async::<i64>(&mut conn))
             .await
             .map(|_| ())
     }
@@ -118,7 +118,7 @@ impl Presence for RedisBroker {
         let mut conn = self.conn.clone();
         let mut inv = HEARTBEAT.prepare_invoke();
         inv.key(NODES).arg(node).arg(ttl.as_millis() as u64);
-        with_timeout(self.timeout, inv.invoke_async::<i64>(&mut conn))
+        with_timeout("presence", self.timeout, inv.invoke_async::<i64>(&mut conn))
             .await
             .map(|_| ())
     }
@@ -129,9 +129,10 @@ impl Presence for RedisBroker {
         inv.key(sessions_key(user))
             .key(announced_key(user))
             .arg(node);
-        let announce: i64 = with_timeout(self.timeout, inv.invoke_async(&mut conn)).await?;
+        let announce: i64 =
+            with_timeout("presence", self.timeout, inv.invoke_async(&mut conn)).await?;
         let mut conn = self.conn.clone();
-        with_timeout(self.timeout, async move {
+        with_timeout("presence", self.timeout, async move {
             redis::cmd("SADD")
                 .arg(node_key(node))
                 .arg(user.as_str())
@@ -151,7 +152,7 @@ impl Presence for RedisBroker {
         let mut conn = self.conn.clone();
         let mut inv = CLOSED.prepare_invoke();
         inv.key(sessions_key(user)).arg(node);
-        let last: i64 = with_timeout(self.timeout, inv.invoke_async(&mut conn)).await?;
+        let last: i64 = with_timeout("presence", self.timeout, inv.invoke_async(&mut conn)).await?;
         if last == 1 {
             self.make_candidate(user, grace).await?;
         }
@@ -161,7 +162,7 @@ impl Presence for RedisBroker {
     async fn forget_node(&self, node: &str, grace: Duration) -> Result<(), BrokerError> {
         let mut conn = self.conn.clone();
         let key = node_key(node);
-        let users: Vec<String> = with_timeout(self.timeout, async {
+        let users: Vec<String> = with_timeout("presence", self.timeout, async {
             redis::cmd("SMEMBERS")
                 .arg(&key)
                 .query_async(&mut conn)
@@ -171,7 +172,7 @@ impl Presence for RedisBroker {
         for user in users.iter().filter_map(|u| UserId::parse(u.as_str()).ok()) {
             let mut conn = self.conn.clone();
             let sessions = sessions_key(&user);
-            let left: i64 = with_timeout(self.timeout, async {
+            let left: i64 = with_timeout("presence", self.timeout, async {
                 redis::pipe()
                     .cmd("HDEL")
                     .arg(&sessions)
@@ -188,16 +189,18 @@ impl Presence for RedisBroker {
                 self.make_candidate(&user, grace).await?;
             }
         }
+        // Two keys in two slots: two commands (a cluster refuses a cross-slot
+        // pipeline); the node leaves the heartbeat set last, so a failure in
+        // between is retried by the next reaper.
         let mut conn = self.conn.clone();
-        with_timeout(self.timeout, async {
-            redis::pipe()
-                .cmd("DEL")
+        with_timeout("presence", self.timeout, async {
+            redis::cmd("DEL")
                 .arg(&key)
-                .ignore()
-                .cmd("ZREM")
+                .query_async::<()>(&mut conn)
+                .await?;
+            redis::cmd("ZREM")
                 .arg(NODES)
                 .arg(node)
-                .ignore()
                 .query_async::<()>(&mut conn)
                 .await
         })
@@ -208,7 +211,8 @@ impl Presence for RedisBroker {
         let mut conn = self.conn.clone();
         let mut due = DUE.prepare_invoke();
         due.key(NODES).arg(0).arg(100);
-        let dead: Vec<String> = with_timeout(self.timeout, due.invoke_async(&mut conn)).await?;
+        let dead: Vec<String> =
+            with_timeout("presence", self.timeout, due.invoke_async(&mut conn)).await?;
         for node in &dead {
             tracing::warn!(%node, "node heartbeat expired; reaping its sessions");
             self.forget_node(node, grace).await?;
@@ -220,12 +224,13 @@ impl Presence for RedisBroker {
         let mut conn = self.conn.clone();
         let mut due = DUE.prepare_invoke();
         due.key(OFFLINE).arg(0).arg(max.max(1));
-        let users: Vec<String> = with_timeout(self.timeout, due.invoke_async(&mut conn)).await?;
+        let users: Vec<String> =
+            with_timeout("presence", self.timeout, due.invoke_async(&mut conn)).await?;
         let mut offline = Vec::new();
         for raw in users {
             let mut conn = self.conn.clone();
             // ZREM hands each candidate to exactly one node.
-            let mine: i64 = with_timeout(self.timeout, async {
+            let mine: i64 = with_timeout("presence", self.timeout, async {
                 redis::cmd("ZREM")
                     .arg(OFFLINE)
                     .arg(&raw)
@@ -242,7 +247,8 @@ impl Presence for RedisBroker {
             let mut conn = self.conn.clone();
             let mut inv = CONFIRM_OFFLINE.prepare_invoke();
             inv.key(sessions_key(&user)).key(announced_key(&user));
-            let announce: i64 = with_timeout(self.timeout, inv.invoke_async(&mut conn)).await?;
+            let announce: i64 =
+                with_timeout("presence", self.timeout, inv.invoke_async(&mut conn)).await?;
             if announce == 1 {
                 offline.push(user);
             }
@@ -254,17 +260,25 @@ impl Presence for RedisBroker {
         if users.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for u in users {
-            pipe.cmd("EXISTS").arg(sessions_key(u));
-        }
-        let mut conn = self.conn.clone();
-        let found: Vec<i64> =
-            with_timeout(
-                self.timeout,
-                async move { pipe.query_async(&mut conn).await },
-            )
-            .await?;
+        // One key per user, each in its own slot on a cluster: concurrent
+        // commands, which the multiplexed connection pipelines anyway.
+        let lookups = users.iter().map(|u| {
+            let mut conn = self.conn.clone();
+            let key = sessions_key(u);
+            async move {
+                redis::cmd("EXISTS")
+                    .arg(key)
+                    .query_async::<i64>(&mut conn)
+                    .await
+            }
+        });
+        let found = with_timeout("presence", self.timeout, async {
+            futures_util::future::join_all(lookups)
+                .await
+                .into_iter()
+                .collect::<redis::RedisResult<Vec<i64>>>()
+        })
+        .await?;
         Ok(found.into_iter().map(|n| n > 0).collect())
     }
 }

@@ -1,5 +1,6 @@
-//! The node's pub/sub side: a few multiplexed subscriber connections, each
-//! owning a share of the users held by this node.
+//! The node's pub/sub side on a single Redis: a few multiplexed subscriber
+//! connections, each owning a share of the channels of the users held by this
+//! node. (On a Redis Cluster, [`super::sharded`] takes its place.)
 //!
 //! Each shard is a task that owns one Redis pub/sub connection and the set of
 //! channels it should be subscribed to. Subscribe/unsubscribe requests arrive on
@@ -8,7 +9,7 @@
 //! inbox, so sessions can `sync` whatever was published in between — delivery
 //! never silently stops after a Redis restart.
 
-use super::keys;
+use super::keys::{self, Keyspace};
 use crate::broker::{BrokerError, Envelope, Inbox};
 use crate::domain::{Timestamp, UserId};
 use futures_util::StreamExt;
@@ -32,6 +33,7 @@ enum Command {
 
 /// Handle to the subscriber shards.
 pub struct Subscriber {
+    keys: Keyspace,
     shards: Vec<mpsc::Sender<Command>>,
     hasher: std::collections::hash_map::RandomState,
     timeout: Duration,
@@ -41,6 +43,7 @@ impl Subscriber {
     /// Starts `shards` subscriber tasks delivering to `inbox` until `shutdown`.
     pub fn start(
         client: redis::Client,
+        keys: Keyspace,
         shards: usize,
         timeout: Duration,
         inbox: Arc<dyn Inbox>,
@@ -61,6 +64,7 @@ impl Subscriber {
             })
             .collect();
         Self {
+            keys,
             shards,
             hasher: Default::default(),
             timeout,
@@ -71,29 +75,41 @@ impl Subscriber {
         &self.shards[(self.hasher.hash_one(channel) % self.shards.len() as u64) as usize]
     }
 
-    /// Subscribes to `user`'s channel; returns once Redis confirmed (or the
+    /// Subscribes to `user`'s channels; returns once Redis confirmed (or a
     /// shard is reconnecting, in which case it subscribes on reconnect).
     pub async fn subscribe(&self, user: &UserId) -> Result<(), BrokerError> {
-        let channel = keys::user_channel(user);
-        let (tx, rx) = oneshot::channel();
-        self.shard_of(&channel)
-            .send(Command::Subscribe(channel, tx))
+        let calls = self
+            .keys
+            .user_channels(user)
+            .into_iter()
+            .map(|channel| async move {
+                let (tx, rx) = oneshot::channel();
+                self.shard_of(&channel)
+                    .send(Command::Subscribe(channel, tx))
+                    .await
+                    .map_err(|_| BrokerError::Unavailable("subscriber stopped".into()))?;
+                match tokio::time::timeout(self.timeout, rx).await {
+                    Ok(Ok(result)) => result,
+                    Ok(Err(_)) => Err(BrokerError::Unavailable("subscriber stopped".into())),
+                    Err(_) => Err(BrokerError::Unavailable("subscribe timed out".into())),
+                }
+            });
+        futures_util::future::join_all(calls)
             .await
-            .map_err(|_| BrokerError::Unavailable("subscriber stopped".into()))?;
-        match tokio::time::timeout(self.timeout, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(BrokerError::Unavailable("subscriber stopped".into())),
-            Err(_) => Err(BrokerError::Unavailable("subscribe timed out".into())),
-        }
+            .into_iter()
+            .collect::<Result<Vec<()>, _>>()
+            .map(|_| ())
     }
 
-    /// Unsubscribes from `user`'s channel (fire and forget).
+    /// Unsubscribes from `user`'s channels (fire and forget).
     pub async fn unsubscribe(&self, user: &UserId) -> Result<(), BrokerError> {
-        let channel = keys::user_channel(user);
-        self.shard_of(&channel)
-            .send(Command::Unsubscribe(channel))
-            .await
-            .map_err(|_| BrokerError::Unavailable("subscriber stopped".into()))
+        for channel in self.keys.user_channels(user) {
+            self.shard_of(&channel)
+                .send(Command::Unsubscribe(channel))
+                .await
+                .map_err(|_| BrokerError::Unavailable("subscriber stopped".into()))?;
+        }
+        Ok(())
     }
 }
 
@@ -156,6 +172,7 @@ async fn run_shard(
         };
         backoff = Duration::from_millis(50);
         if let Some(since) = lost_at.take() {
+            crate::metrics::REDIS.pubsub_reconnects.inc();
             tracing::info!(
                 shard = index,
                 channels = channels.len(),

@@ -1,22 +1,28 @@
-//! The persister's side of the Redis stream: one member of the consumer group.
+//! The persister's side of the Redis stream: one member of the consumer group
+//! of one shard's stream.
+//!
+//! Each shard stream holds the events of its chats in `seq` order; a persister
+//! runs one [`RedisEventLog`] per shard, so replicas share every shard's work
+//! through the shard's consumer group.
 
-use super::keys;
+use super::conn::{Blocking, Conn};
+use super::keys::{self, Shard};
 use crate::broker::{Backlog, BrokerError, Claimed, EventLog, StreamEntry, StreamEvent};
 use crate::config::RedisSettings;
 use crate::domain::{ChatId, UserId};
 use async_trait::async_trait;
-use deadpool_redis::Pool;
 use redis::streams::{StreamId, StreamReadReply};
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Reads the event stream as consumer `consumer` of group [`keys::GROUP`].
+/// Reads one shard's event stream as consumer `consumer` of group [`keys::GROUP`].
 ///
-/// After a start or a failed batch it first re-reads this consumer's own pending
+/// Its connection is its own (blocking reads would stall a shared one). After a start or a failed batch it first re-reads this consumer's own pending
 /// entries (delivered before, never acknowledged), so nothing a crash
 /// interrupted is skipped; only then does it ask for new entries.
 pub struct RedisEventLog {
-    pool: Pool,
+    conn: Conn,
+    stream: String,
     consumer: String,
     timeout: Duration,
     /// `Some(cursor)` while re-reading this consumer's pending entries: the id
@@ -29,10 +35,14 @@ impl RedisEventLog {
     /// Connects and creates the consumer group if it does not exist yet (from
     /// the start of the stream, so events appended before any persister ran are
     /// not skipped).
-    pub async fn connect(settings: &RedisSettings, consumer: &str) -> Result<Self, BrokerError> {
-        let pool = super::blocking_pool(settings)?;
+    pub async fn connect(
+        settings: &RedisSettings,
+        shard: Shard,
+        consumer: &str,
+    ) -> Result<Self, BrokerError> {
         let log = Self {
-            pool,
+            conn: Conn::connect(settings, Blocking::Yes).await?,
+            stream: shard.stream(),
             consumer: consumer.to_owned(),
             timeout: settings.timeout,
             pending_cursor: Mutex::new(Some("0".into())),
@@ -48,7 +58,7 @@ impl RedisEventLog {
             self.timeout,
             redis::cmd("XGROUP")
                 .arg("CREATE")
-                .arg(keys::STREAM)
+                .arg(&self.stream)
                 .arg(keys::GROUP)
                 .arg("0")
                 .arg("MKSTREAM")
@@ -65,18 +75,11 @@ impl RedisEventLog {
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, BrokerError> {
         let mut conn = self.conn().await?;
-        match tokio::time::timeout(self.timeout, cmd.query_async(&mut conn)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(BrokerError::Unavailable(e.to_string())),
-            Err(_) => Err(BrokerError::Unavailable("redis command timed out".into())),
-        }
+        super::with_timeout("stream", self.timeout, cmd.query_async(&mut conn)).await
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, BrokerError> {
-        tokio::time::timeout(self.timeout, self.pool.get())
-            .await
-            .map_err(|_| BrokerError::Unavailable("redis pool timed out".into()))?
-            .map_err(|e| BrokerError::Unavailable(e.to_string()))
+    async fn conn(&self) -> Result<Conn, BrokerError> {
+        Ok(self.conn.clone())
     }
 }
 
@@ -122,7 +125,7 @@ impl EventLog for RedisEventLog {
             cmd.arg("BLOCK").arg(block.as_millis() as u64);
         }
         cmd.arg("STREAMS")
-            .arg(keys::STREAM)
+            .arg(&self.stream)
             .arg(cursor.as_deref().unwrap_or(">"));
         let mut conn = self.conn().await?;
         let reply: Option<StreamReadReply> =
@@ -163,7 +166,7 @@ impl EventLog for RedisEventLog {
         let r: redis::RedisResult<i64> = tokio::time::timeout(
             self.timeout,
             redis::cmd("XACK")
-                .arg(keys::STREAM)
+                .arg(&self.stream)
                 .arg(keys::GROUP)
                 .arg(ids)
                 .query_async(&mut conn),
@@ -191,7 +194,7 @@ impl EventLog for RedisEventLog {
         let stale: Vec<(String, String, u64, u64)> = self
             .query(
                 redis::cmd("XPENDING")
-                    .arg(keys::STREAM)
+                    .arg(&self.stream)
                     .arg(keys::GROUP)
                     .arg("IDLE")
                     .arg(idle_ms)
@@ -222,7 +225,7 @@ impl EventLog for RedisEventLog {
         let reply: redis::streams::StreamClaimReply = self
             .query(
                 redis::cmd("XCLAIM")
-                    .arg(keys::STREAM)
+                    .arg(&self.stream)
                     .arg(keys::GROUP)
                     .arg(&self.consumer)
                     .arg(idle_ms)
@@ -242,7 +245,7 @@ impl EventLog for RedisEventLog {
 
     async fn dead_letter(&self, id: &str, reason: &str) -> Result<(), BrokerError> {
         let original: redis::streams::StreamRangeReply = self
-            .query(redis::cmd("XRANGE").arg(keys::STREAM).arg(id).arg(id))
+            .query(redis::cmd("XRANGE").arg(&self.stream).arg(id).arg(id))
             .await?;
         let mut add = redis::cmd("XADD");
         add.arg(keys::DEAD_LETTERS)
@@ -267,7 +270,7 @@ impl EventLog for RedisEventLog {
         // The oldest entry still needed: the oldest pending one, else the first
         // one not yet delivered (everything before it is acknowledged).
         let groups: Vec<std::collections::HashMap<String, redis::Value>> = self
-            .query(redis::cmd("XINFO").arg("GROUPS").arg(keys::STREAM))
+            .query(redis::cmd("XINFO").arg("GROUPS").arg(&self.stream))
             .await?;
         let Some(group) = groups.iter().find(|g| {
             g.get("name")
@@ -282,7 +285,7 @@ impl EventLog for RedisEventLog {
             .and_then(|v| redis::from_redis_value_ref(v).ok())
             .unwrap_or_else(|| "0-0".to_owned());
         let summary: (u64, Option<String>, Option<String>, redis::Value) = self
-            .query(redis::cmd("XPENDING").arg(keys::STREAM).arg(keys::GROUP))
+            .query(redis::cmd("XPENDING").arg(&self.stream).arg(keys::GROUP))
             .await?;
         let keep_from = match summary {
             (n, Some(oldest_pending), _, _) if n > 0 => oldest_pending,
@@ -291,7 +294,7 @@ impl EventLog for RedisEventLog {
         // Exact trimming (no `~`): MINID removes only entries below `keep_from`.
         self.query(
             redis::cmd("XTRIM")
-                .arg(keys::STREAM)
+                .arg(&self.stream)
                 .arg("MINID")
                 .arg(&keep_from),
         )
@@ -300,7 +303,7 @@ impl EventLog for RedisEventLog {
 
     async fn backlog(&self) -> Result<Backlog, BrokerError> {
         let groups: Vec<std::collections::HashMap<String, redis::Value>> = self
-            .query(redis::cmd("XINFO").arg("GROUPS").arg(keys::STREAM))
+            .query(redis::cmd("XINFO").arg("GROUPS").arg(&self.stream))
             .await?;
         let group = groups.iter().find(|g| {
             g.get("name")
