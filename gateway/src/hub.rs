@@ -8,7 +8,7 @@
 //! without bound (guarantee 7). The hub never blocks the broker's reader.
 
 use crate::metrics::GatewayMetrics;
-use crate::session::outbound::Outbound;
+use crate::session::outbound::{Outbound, QueueSender};
 use bytestring::ByteString;
 use chat_shared::broker::{Envelope, Inbox};
 use chat_shared::domain::{ChatId, Role, SessionId, Timestamp, UserId};
@@ -23,7 +23,7 @@ pub struct SessionHandle {
     /// The session.
     pub id: SessionId,
     /// Its outbound queue.
-    pub outbound: mpsc::Sender<Outbound>,
+    pub outbound: QueueSender,
     /// Cancelled when the queue overflowed: the session must close with 1013.
     pub slow: CancellationToken,
     /// The user's role (to find their chats when catching up).
@@ -72,7 +72,10 @@ impl Hub {
     /// Adds a session; returns true if it is the user's first on this node.
     pub fn register(&self, user: &UserId, handle: SessionHandle) -> bool {
         let mut users = self.users();
-        let sessions = users.entry(user.clone()).or_default();
+        // Most users have one session: no room for four until a second one.
+        let sessions = users
+            .entry(user.clone())
+            .or_insert_with(|| Vec::with_capacity(1));
         sessions.push(handle);
         sessions.len() == 1
     }
@@ -116,7 +119,7 @@ impl Hub {
         };
         let mut queued = 0;
         for s in sessions.iter().filter(|s| Some(s.id) != skip) {
-            match s.outbound.try_send(item.clone()) {
+            match s.outbound.try_send(Box::new(item.clone())) {
                 Ok(()) => queued += 1,
                 Err(mpsc::error::TrySendError::Full(_)) => s.slow.cancel(),
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
@@ -188,9 +191,10 @@ fn message_meta(frame: &str) -> Option<MessageMeta> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::outbound::QueueReceiver;
 
-    fn handle(cap: usize) -> (SessionHandle, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(cap);
+    fn handle(cap: usize) -> (SessionHandle, QueueReceiver) {
+        let (tx, rx) = crate::session::outbound::queue(cap);
         (
             SessionHandle {
                 id: SessionId::generate(),
@@ -236,7 +240,7 @@ mod tests {
         );
         assert!(ra.try_recv().is_err());
         assert_eq!(
-            rb.try_recv().unwrap(),
+            *rb.try_recv().unwrap(),
             Outbound::Frame(ByteString::from_static("{}"))
         );
     }

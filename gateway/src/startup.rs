@@ -254,6 +254,13 @@ impl Application {
             }
         })
         .disable_signals()
+        // Without TCP_NODELAY, Nagle's algorithm holds a small frame (an `ack`)
+        // written while an earlier one is still unacknowledged until the
+        // client's delayed ACK arrives (up to ~40 ms on Linux). Every frame
+        // here is latency-sensitive and already written whole, so send at once
+        // (before/after figures: loadtest/README.md, Results). Applies to the
+        // TLS listener too.
+        .tcp_nodelay(true)
         .shutdown_timeout(5);
         let server = match &settings.tls {
             Some(tls) => server.listen_rustls_0_23(listener, (**tls).clone()),

@@ -15,13 +15,13 @@ pub mod outbound;
 use crate::hub::SessionHandle;
 use crate::startup::AppState;
 use actix_web::web;
-use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError};
 use bytestring::ByteString;
 use chat_shared::auth::Identity;
 use chat_shared::domain::{ChatId, SessionId, Timestamp};
 use chat_shared::protocol::{ErrorCode, Message, RequestId, ServerFrame, MAX_FRAME_BYTES};
 use futures_util::StreamExt;
-use outbound::{Outbound, Sequencer};
+use outbound::{Outbound, QueueReceiver, QueueSender, Sequencer};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -51,7 +51,7 @@ pub struct Session {
     /// This session.
     pub id: SessionId,
     /// The outbound queue (also held by the hub for deliveries).
-    pub outbound: mpsc::Sender<Outbound>,
+    pub outbound: QueueSender,
     /// Cancelled when the outbound queue overflowed.
     pub slow: CancellationToken,
     /// When a typing indicator was last forwarded, per chat.
@@ -91,7 +91,7 @@ impl Session {
 
     /// Queues an item; a full queue makes this a slow consumer.
     pub fn enqueue(&self, item: Outbound) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.outbound.try_send(item) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.outbound.try_send(Box::new(item)) {
             self.slow.cancel();
         }
     }
@@ -100,7 +100,7 @@ impl Session {
     /// paced by the client's reading instead of dropped). Gives up — and marks
     /// the session slow — if the client does not read for `FLUSH_TIMEOUT`.
     pub async fn enqueue_paced(&self, item: Outbound) -> bool {
-        match tokio::time::timeout(FLUSH_TIMEOUT, self.outbound.send(item)).await {
+        match tokio::time::timeout(FLUSH_TIMEOUT, self.outbound.send(Box::new(item))).await {
             Ok(Ok(())) => true,
             _ => {
                 self.slow.cancel();
@@ -121,120 +121,152 @@ impl Session {
 }
 
 /// Runs a session until the client leaves or we close it.
-pub async fn run(
+///
+/// A plain function returning an `async move` block rather than an `async fn`:
+/// an `async fn` copies each argument into a local of its future, and both
+/// copies stay reserved for the session's whole life (as does every value a
+/// local was moved out of). Built here, the session, socket and stream live in
+/// the future once — an idle session is its task, so this is per-connection
+/// memory (see `loadtest/README.md`, memory per idle connection).
+pub fn run(
     state: web::Data<AppState>,
     identity: Identity,
     socket: actix_ws::Session,
     stream: actix_ws::MessageStream,
-) {
-    let (tx, rx) = mpsc::channel(state.session_queue);
-    let id = SessionId::generate();
-    let slow = CancellationToken::new();
-    let user = identity.user_id.clone();
-    let mut session = Session {
-        state: state.clone(),
+) -> impl std::future::Future<Output = ()> {
+    let (tx, rx) = outbound::queue(state.session_queue);
+    let session = Session {
+        state,
         identity,
-        id,
-        outbound: tx.clone(),
-        slow: slow.clone(),
+        id: SessionId::generate(),
+        outbound: tx,
+        slow: CancellationToken::new(),
         typing_sent: HashMap::new(),
     };
-    // `hello` is queued before the hub can deliver anything: it is always the
-    // first frame.
-    session.reply(&ServerFrame::Hello {
-        user_id: user.clone(),
-        role: session.identity.role,
-        node: state.node_id.clone(),
-        session_id: id,
-        server_time: Timestamp::now(),
-    });
-    let first = state.hub.register(
-        &user,
-        SessionHandle {
-            id,
-            outbound: tx,
-            slow: slow.clone(),
+    let stream = stream
+        .max_frame_size(MAX_FRAME_BYTES)
+        .aggregate_continuations()
+        .max_continuation_size(MAX_FRAME_BYTES);
+    serve(session, socket, stream, rx)
+}
+
+/// The life of a session: register, read until the end, unregister, close.
+// Not an `async fn` on purpose: see `run`.
+#[allow(clippy::manual_async_fn)]
+fn serve(
+    mut session: Session,
+    mut socket: actix_ws::Session,
+    mut stream: AggregatedMessageStream,
+    rx: QueueReceiver,
+) -> impl std::future::Future<Output = ()> {
+    async move {
+        let state = session.state.clone();
+        let id = session.id;
+        let user = session.identity.user_id.clone();
+        // `hello` is queued before the hub can deliver anything: it is always the
+        // first frame.
+        session.reply(&ServerFrame::Hello {
+            user_id: user.clone(),
             role: session.identity.role,
-        },
-    );
-    state.metrics.connections.inc();
-    state.metrics.connects.inc();
-    if first {
-        if let Err(e) = state.service.broker.subscribe(&user).await {
-            // The subscriber retries on its own; this session still works for
-            // requests and will `sync` what it missed.
-            tracing::warn!(error = %e, "subscribing a user failed");
-        }
-    }
-    state.presence.opened(&user).await;
-    let writer = tokio::spawn(write_loop(
-        socket.clone(),
-        rx,
-        Sequencer::new(state.session_queue),
-        slow,
-    ));
-
-    let ending = read_loop(&mut session, socket.clone(), stream).await;
-
-    if state.hub.unregister(&user, id) {
-        if let Err(e) = state.service.broker.unsubscribe(&user).await {
-            tracing::debug!(error = %e, "unsubscribing a user failed");
-        }
-    }
-    state.presence.closed(&user).await;
-    state.metrics.connections.dec();
-    let code = match ending {
-        Ending::ClientGone => 1000,
-        Ending::Close(code, _) => code,
-    };
-    state
-        .metrics
-        .disconnects
-        .with_label_values(&[&code.to_string()])
-        .inc();
-    // Let the writer flush what is queued (unless the client is the problem).
-    drop(session);
-    if code == 1013 {
-        state.metrics.slow_consumers.inc();
-        writer.abort();
-    } else if tokio::time::timeout(FLUSH_TIMEOUT, writer).await.is_err() {
-        tracing::debug!("writer did not flush in time");
-    }
-    if let Ending::Close(code, reason) = ending {
-        // A client that stopped reading may not make room for the close frame
-        // for a long time: the session is over either way (unregistered,
-        // counted), so the close frame waits on its own, bounded, and the
-        // socket handle is dropped if the client never reads again.
-        tokio::spawn(async move {
-            let close = socket.close(Some(CloseReason {
-                code: CloseCode::Other(code),
-                description: Some(reason.to_owned()),
-            }));
-            if tokio::time::timeout(CLOSE_TIMEOUT, close).await.is_err() {
-                tracing::debug!(
-                    code,
-                    "close frame not accepted in time; dropping the socket"
-                );
-            }
+            node: state.node_id.clone(),
+            session_id: id,
+            server_time: Timestamp::now(),
         });
+        let first = state.hub.register(
+            &user,
+            SessionHandle {
+                id,
+                outbound: session.outbound.clone(),
+                slow: session.slow.clone(),
+                role: session.identity.role,
+            },
+        );
+        state.metrics.connections.inc();
+        state.metrics.connects.inc();
+        if first {
+            if let Err(e) = state.service.broker.subscribe(&user).await {
+                // The subscriber retries on its own; this session still works for
+                // requests and will `sync` what it missed.
+                tracing::warn!(error = %e, "subscribing a user failed");
+            }
+        }
+        // Boxed, like the frame handler: awaited once, not worth keeping room for.
+        Box::pin(state.presence.opened(&user)).await;
+        let writer = tokio::spawn(write_loop(
+            socket.clone(),
+            rx,
+            Sequencer::new(state.session_queue),
+            session.slow.clone(),
+        ));
+
+        let ending = read_loop(&mut session, &mut socket, &mut stream).await;
+
+        if state.hub.unregister(&user, id) {
+            if let Err(e) = state.service.broker.unsubscribe(&user).await {
+                tracing::debug!(error = %e, "unsubscribing a user failed");
+            }
+        }
+        state.presence.closed(&user).await;
+        state.metrics.connections.dec();
+        let code = match ending {
+            Ending::ClientGone => 1000,
+            Ending::Close(code, _) => code,
+        };
+        state
+            .metrics
+            .disconnects
+            .with_label_values(&[&code.to_string()])
+            .inc();
+        // Let the writer flush what is queued (unless the client is the problem).
+        drop(session);
+        if code == 1013 {
+            state.metrics.slow_consumers.inc();
+            writer.abort();
+        } else if tokio::time::timeout(FLUSH_TIMEOUT, writer).await.is_err() {
+            tracing::debug!("writer did not flush in time");
+        }
+        if let Ending::Close(code, reason) = ending {
+            // A client that stopped reading may not make room for the close frame
+            // for a long time: the session is over either way (unregistered,
+            // counted), so the close frame waits on its own, bounded, and the
+            // socket handle is dropped if the client never reads again.
+            tokio::spawn(async move {
+                let close = socket.close(Some(CloseReason {
+                    code: CloseCode::Other(code),
+                    description: Some(reason.to_owned()),
+                }));
+                if tokio::time::timeout(CLOSE_TIMEOUT, close).await.is_err() {
+                    tracing::debug!(
+                        code,
+                        "close frame not accepted in time; dropping the socket"
+                    );
+                }
+            });
+        }
     }
 }
 
-async fn write_loop(
+/// Drains the queue into the socket, through the sequencer (not an `async fn`
+/// for the reason given at [`run`]).
+#[allow(clippy::manual_async_fn)]
+fn write_loop(
     mut socket: actix_ws::Session,
-    mut rx: mpsc::Receiver<Outbound>,
+    mut rx: QueueReceiver,
     mut sequencer: Sequencer,
     slow: CancellationToken,
-) {
-    let mut ready = Vec::new();
-    while let Some(item) = rx.recv().await {
-        if sequencer.push(item, &mut ready).is_err() {
-            slow.cancel();
-            return;
-        }
-        for text in ready.drain(..) {
-            if socket.text(text).await.is_err() {
+) -> impl std::future::Future<Output = ()> {
+    async move {
+        // Usually one frame per item: room for more is made when needed.
+        let mut ready = Vec::with_capacity(1);
+        while let Some(item) = rx.recv().await {
+            if sequencer.push(*item, &mut ready).is_err() {
+                slow.cancel();
                 return;
+            }
+            for text in ready.drain(..) {
+                if socket.text(text).await.is_err() {
+                    return;
+                }
             }
         }
     }
@@ -242,13 +274,9 @@ async fn write_loop(
 
 async fn read_loop(
     session: &mut Session,
-    mut socket: actix_ws::Session,
-    stream: actix_ws::MessageStream,
+    socket: &mut actix_ws::Session,
+    stream: &mut AggregatedMessageStream,
 ) -> Ending {
-    let mut stream = stream
-        .max_frame_size(MAX_FRAME_BYTES)
-        .aggregate_continuations()
-        .max_continuation_size(MAX_FRAME_BYTES);
     let draining = session.state.draining.clone();
     let drain_window = session.state.drain;
     // Each session waits a random share of the drain window before closing,
@@ -270,7 +298,10 @@ async fn read_loop(
             msg = stream.next() => match msg {
                 None => return Ending::ClientGone,
                 Some(Ok(AggregatedMessage::Text(text))) => {
-                    if let Some(ending) = handlers::handle(session, &text).await {
+                    // Boxed: handling a frame awaits the store and the broker,
+                    // a large future that would otherwise be part of every
+                    // idle session's task (see loadtest/README.md, memory).
+                    if let Some(ending) = Box::pin(handlers::handle(session, &text)).await {
                         return ending;
                     }
                 }

@@ -19,6 +19,23 @@
 use bytestring::ByteString;
 use chat_shared::domain::ChatId;
 use std::collections::HashMap;
+use tokio::sync::mpsc;
+
+/// The sending half of a session's queue (held by the session and the hub).
+///
+/// Items are boxed because a tokio channel allocates its first block of 32
+/// slots as soon as it is created: boxed, an idle session's block is 32 × 8
+/// bytes instead of 32 × `size_of::<Outbound>()` (64), for one small
+/// allocation per queued item.
+pub type QueueSender = mpsc::Sender<Box<Outbound>>;
+
+/// The receiving half of a session's queue (drained by its writer).
+pub type QueueReceiver = mpsc::Receiver<Box<Outbound>>;
+
+/// A session's bounded outbound queue.
+pub fn queue(capacity: usize) -> (QueueSender, QueueReceiver) {
+    mpsc::channel(capacity)
+}
 
 /// One item on a session's queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
