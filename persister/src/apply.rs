@@ -24,7 +24,7 @@ use chat_shared::protocol::Message;
 use chat_shared::store::{
     ChatRecord, CounterUpdate, RevisedUpdate, Store, StoreError, UnreadQuery,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// How often a chat update is retried when other replicas keep winning the race.
 const MAX_CAS_ATTEMPTS: usize = 32;
@@ -104,11 +104,11 @@ pub async fn apply_batch(
     let ids: Vec<ChatId> = chats.keys().copied().collect();
     let records = store.chats(&ids).await?;
     outcome.orphans = ids.len() - records.len();
-    for id in ids
-        .iter()
-        .filter(|id| !records.iter().any(|r| r.id == **id))
-    {
-        tracing::error!(chat_id = %id, "stream events for a chat the store does not know; skipped");
+    if outcome.orphans > 0 {
+        let known: BTreeSet<ChatId> = records.iter().map(|r| r.id).collect();
+        for id in ids.iter().filter(|id| !known.contains(id)) {
+            tracing::error!(chat_id = %id, "stream events for a chat the store does not know; skipped");
+        }
     }
     let plans: Vec<Plan> = records
         .iter()

@@ -384,12 +384,13 @@ impl Worker {
         if outcome.unread_changes.is_empty() {
             return;
         }
-        let mut users: Vec<(UserId, Role)> = Vec::new();
-        for c in &outcome.unread_changes {
-            if !users.iter().any(|(u, _)| *u == c.user_id) {
-                users.push((c.user_id.clone(), c.role));
-            }
-        }
+        let users: Vec<(UserId, Role)> = outcome
+            .unread_changes
+            .iter()
+            .map(|c| (c.user_id.clone(), c.role))
+            .collect::<BTreeMap<_, _>>()
+            .into_iter()
+            .collect();
         let totals: BTreeMap<UserId, u64> = match self.store.unread_totals(&users).await {
             Ok(totals) => users.into_iter().map(|(u, _)| u).zip(totals).collect(),
             Err(e) => {
