@@ -7,14 +7,15 @@
 
 use crate::error::ApiError;
 use crate::startup::AppState;
-use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
-use chat_shared::auth::{AuthError, Identity};
+use actix_web::dev::{Payload, RequestHead};
+use actix_web::{web, FromRequest, HttpRequest};
+use chat_shared::auth::{AuthError, Identity, TokenVerifier};
 use chat_shared::domain::Role;
 use chat_shared::protocol::ErrorCode;
 use std::future::{ready, Ready};
 
 /// Reads the bearer token of a request; `allow_query` also accepts `?access_token=`.
-pub fn bearer_token(req: &HttpRequest, allow_query: bool) -> Option<String> {
+pub fn bearer_token(req: &RequestHead, allow_query: bool) -> Option<String> {
     if let Some(h) = req.headers().get(actix_web::http::header::AUTHORIZATION) {
         let h = h.to_str().ok()?;
         let (scheme, token) = h.split_once(' ')?;
@@ -24,7 +25,7 @@ pub fn bearer_token(req: &HttpRequest, allow_query: bool) -> Option<String> {
     }
     if allow_query {
         return web::Query::<std::collections::HashMap<String, String>>::from_query(
-            req.query_string(),
+            req.uri.query().unwrap_or_default(),
         )
         .ok()
         .and_then(|q| q.get("access_token").cloned());
@@ -37,8 +38,18 @@ pub fn authenticate(req: &HttpRequest, allow_query: bool) -> Result<Identity, Ap
     let state = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "application state missing"))?;
-    let token = bearer_token(req, allow_query).ok_or_else(|| unauthorized(AuthError::Missing))?;
-    state.verifier.verify(&token).map_err(unauthorized)
+    verify(&state.verifier, req.head(), allow_query)
+}
+
+/// Verifies the token of a request head (also used before the WebSocket
+/// upgrade, where there is no `HttpRequest`).
+pub fn verify(
+    verifier: &TokenVerifier,
+    head: &RequestHead,
+    allow_query: bool,
+) -> Result<Identity, ApiError> {
+    let token = bearer_token(head, allow_query).ok_or_else(|| unauthorized(AuthError::Missing))?;
+    verifier.verify(&token).map_err(unauthorized)
 }
 
 fn unauthorized(e: AuthError) -> ApiError {

@@ -12,7 +12,9 @@
 //! - [`access`]: who may touch which chat — the one place access is decided;
 //! - [`service`]: the operations behind both REST and WebSocket (send, read,
 //!   history, chats, unread), written against the broker and store traits;
-//! - [`session`]: one WebSocket connection — read loop, frame handlers, bounded outbound queue;
+//! - [`upgrade`]: the WebSocket upgrade, taken below the web application (`/ws`);
+//! - [`session`]: one WebSocket connection — frames on the wire, read loop, frame
+//!   handlers, bounded outbound queue;
 //! - [`hub`]: this node's users and their sessions; fans broker deliveries out;
 //! - [`limits`]: per-user send rate and session cap;
 //! - [`presence`]: who is online — heartbeats, reaping, announcements to chat peers;
@@ -36,3 +38,4 @@ pub mod service;
 pub mod session;
 pub mod startup;
 pub mod tls;
+pub mod upgrade;

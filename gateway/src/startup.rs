@@ -10,7 +10,12 @@ use crate::metrics::GatewayMetrics;
 use crate::presence::PresenceService;
 use crate::routes;
 use crate::service::ChatService;
-use actix_web::{web, App, HttpServer};
+use crate::upgrade;
+use actix_http::body::BoxBody;
+use actix_http::{HttpService, HttpServiceBuilder, KeepAlive, Request, Response};
+use actix_service::{map_config, IntoServiceFactory, Service, ServiceFactory, ServiceFactoryExt};
+use actix_web::dev::AppConfig;
+use actix_web::{web, App};
 use chat_persister::metrics::PersisterMetrics;
 use chat_persister::worker::{Worker, WorkerSettings};
 use chat_shared::auth::TokenVerifier;
@@ -20,7 +25,7 @@ use chat_shared::broker::{Broker, BrokerError, Inbox, Presence};
 use chat_shared::store::embedded::EmbeddedStore;
 use chat_shared::store::mongo::MongoStore;
 use chat_shared::store::{Store, StoreError};
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -107,6 +112,27 @@ fn cors(origins: &[String]) -> actix_cors::Cors {
             .max_age(3600),
         |cors, origin| cors.allowed_origin(origin),
     )
+}
+
+/// HTTP settings of every connection (plain or TLS).
+fn http<T, S>(builder: HttpServiceBuilder<T, S>, addr: SocketAddr) -> HttpServiceBuilder<T, S>
+where
+    S: ServiceFactory<Request, Config = ()>,
+    S::Error: Into<Response<BoxBody>> + 'static,
+    S::InitError: std::fmt::Debug,
+    <S::Service as Service<Request>>::Future: 'static,
+{
+    builder
+        .local_addr(addr)
+        .keep_alive(KeepAlive::Timeout(std::time::Duration::from_secs(5)))
+        .client_request_timeout(std::time::Duration::from_secs(5))
+        .client_disconnect_timeout(std::time::Duration::from_secs(1))
+        // Without TCP_NODELAY, Nagle's algorithm holds a small frame (an `ack`)
+        // written while an earlier one is still unacknowledged until the
+        // client's delayed ACK arrives (up to ~40 ms on Linux). Every frame
+        // here is latency-sensitive and already written whole, so send at once
+        // (before/after figures: loadtest/README.md, Results).
+        .tcp_nodelay(true)
 }
 
 /// The broker and store a node talks to.
@@ -243,28 +269,42 @@ impl Application {
         let dev = settings.dev.clone().map(web::Data::new);
         let origins = settings.allowed_origins.clone();
         let app_state = state.clone();
-        let server = HttpServer::new(move || {
+        let web_app = move || {
             let app = App::new()
                 .wrap(cors(&origins))
                 .app_data(app_state.clone())
                 .configure(routes::configure);
-            match &dev {
+            let app = match &dev {
                 Some(dev) => app.app_data(dev.clone()).configure(routes::dev::configure),
                 None => app,
-            }
-        })
-        .disable_signals()
-        // Without TCP_NODELAY, Nagle's algorithm holds a small frame (an `ack`)
-        // written while an earlier one is still unacknowledged until the
-        // client's delayed ACK arrives (up to ~40 ms on Linux). Every frame
-        // here is latency-sensitive and already written whole, so send at once
-        // (before/after figures: loadtest/README.md, Results). Applies to the
-        // TLS listener too.
-        .tcp_nodelay(true)
-        .shutdown_timeout(5);
-        let server = match &settings.tls {
-            Some(tls) => server.listen_rustls_0_23(listener, (**tls).clone()),
-            None => server.listen(listener),
+            };
+            // The application's own configuration (host name, scheme for URL
+            // generation) is not used by any route: the default will do.
+            map_config(
+                app.into_factory()
+                    .map_err(|e: actix_web::Error| e.error_response()),
+                |_| AppConfig::default(),
+            )
+        };
+        let addr = settings.addr;
+        let upgrade_state = state.clone();
+        let server = actix_server::Server::build()
+            .disable_signals()
+            .shutdown_timeout(5);
+        let server = match settings.tls.clone() {
+            Some(tls) => server.listen("gateway-tls", listener, move || {
+                http(HttpService::build(), addr)
+                    .secure()
+                    .upgrade(upgrade::service(upgrade_state.clone()))
+                    .finish(web_app())
+                    .rustls_0_23((*tls).clone())
+            }),
+            None => server.listen("gateway", listener, move || {
+                http(HttpService::build(), addr)
+                    .upgrade(upgrade::service(upgrade_state.clone()))
+                    .finish(web_app())
+                    .tcp()
+            }),
         }
         .map_err(|source| StartupError::Bind {
             addr: settings.addr,

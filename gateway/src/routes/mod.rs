@@ -3,7 +3,7 @@
 //!
 //! - [`chats`]: `/api/chats…` and `/api/unread`;
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`;
-//! - [`ws`]: the `/ws` upgrade;
+//! - [`ws`]: who may open a `/ws` session (the upgrade is [`crate::upgrade`]);
 //! - [`dev`]: `/dev/*` and the demo client (only with `--dev`).
 
 pub mod chats;
@@ -29,7 +29,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz))
     .route("/metrics", web::get().to(health::metrics))
-    .route("/ws", web::get().to(ws::upgrade))
+    .route("/ws", web::get().to(ws::plain_get))
     .route("/api/chats", web::post().to(chats::create))
     .route("/api/chats", web::get().to(chats::list))
     .route("/api/chats/{id}/messages", web::get().to(chats::history))

@@ -1,37 +1,43 @@
-//! One WebSocket connection.
+//! One WebSocket connection, after the upgrade ([`crate::upgrade`]).
 //!
-//! Two halves: a writer task that drains the session's bounded outbound queue
-//! into the socket, and the read loop below, which parses each text frame
+//! Two halves, polled by one task: a writer that drains the session's bounded
+//! outbound queue into the socket, and the read loop below, which reads
+//! messages ([`wire`]), parses each text frame
 //! ([`chat_shared::protocol::ClientFrame::parse`]) and hands it to
 //! [`handlers::handle`]. Replies and fan-out deliveries share the queue; when it
 //! is full the session is a slow consumer and closes with 1013 (guarantee 7).
 //!
-//! Close codes: 1012 shutdown, 1013 slow consumer, 4001 token expired,
-//! 4008 oversized or non-text frames.
+//! Close codes: 1007 text that is not UTF-8, 1012 shutdown, 1013 slow consumer,
+//! 4001 token expired, 4008 oversized or non-text frames.
 
 pub mod handlers;
 pub mod outbound;
+pub mod wire;
 
 use crate::hub::SessionHandle;
 use crate::startup::AppState;
 use actix_web::web;
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError};
+use bytes::BytesMut;
 use bytestring::ByteString;
 use chat_shared::auth::Identity;
 use chat_shared::domain::{ChatId, SessionId, Timestamp};
 use chat_shared::protocol::{ErrorCode, Message, RequestId, ServerFrame, MAX_FRAME_BYTES};
-use futures_util::StreamExt;
 use outbound::{Outbound, QueueReceiver, QueueSender, Sequencer};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use wire::{FrameReader, FrameWriter, Incoming, ReadError};
 
 /// How long a close frame may wait for a client to make room for it.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long the writer may take to flush queued frames when a session ends.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Most frames the writer puts in one write.
+const WRITE_BATCH: usize = 64;
 
 /// Why the read loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,21 +126,28 @@ impl Session {
     }
 }
 
-/// Runs a session until the client leaves or we close it.
+/// Runs a session on an upgraded connection until the client leaves or we
+/// close it. `buffered` holds bytes the client sent right after its upgrade
+/// request.
 ///
 /// A plain function returning an `async move` block rather than an `async fn`:
 /// an `async fn` copies each argument into a local of its future, and both
 /// copies stay reserved for the session's whole life (as does every value a
-/// local was moved out of). Built here, the session, socket and stream live in
-/// the future once — an idle session is its task, so this is per-connection
-/// memory (see `loadtest/README.md`, memory per idle connection).
-pub fn run(
+/// local was moved out of). Built here, the session and both halves of the
+/// connection live in the future once — an idle session is this future, so
+/// this is per-connection memory (see `loadtest/README.md`, memory per idle
+/// connection).
+pub fn run<T>(
     state: web::Data<AppState>,
     identity: Identity,
-    socket: actix_ws::Session,
-    stream: actix_ws::MessageStream,
-) -> impl std::future::Future<Output = ()> {
+    io: T,
+    buffered: BytesMut,
+) -> impl std::future::Future<Output = ()>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
     let (tx, rx) = outbound::queue(state.session_queue);
+    let sequencer = Sequencer::new(state.session_queue);
     let session = Session {
         state,
         identity,
@@ -143,22 +156,31 @@ pub fn run(
         slow: CancellationToken::new(),
         typing_sent: HashMap::new(),
     };
-    let stream = stream
-        .max_frame_size(MAX_FRAME_BYTES)
-        .aggregate_continuations()
-        .max_continuation_size(MAX_FRAME_BYTES);
-    serve(session, socket, stream, rx)
+    let (read, write) = tokio::io::split(io);
+    serve(
+        session,
+        FrameReader::new(read, buffered, MAX_FRAME_BYTES),
+        FrameWriter::new(write),
+        rx,
+        sequencer,
+    )
 }
 
-/// The life of a session: register, read until the end, unregister, close.
+/// The life of a session: register, read (and write) until the end,
+/// unregister, flush, close.
 // Not an `async fn` on purpose: see `run`.
 #[allow(clippy::manual_async_fn)]
-fn serve(
+fn serve<R, W>(
     mut session: Session,
-    mut socket: actix_ws::Session,
-    mut stream: AggregatedMessageStream,
+    mut reader: FrameReader<R>,
+    mut writer: FrameWriter<W>,
     rx: QueueReceiver,
-) -> impl std::future::Future<Output = ()> {
+    sequencer: Sequencer,
+) -> impl std::future::Future<Output = ()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     async move {
         let state = session.state.clone();
         let id = session.id;
@@ -192,90 +214,152 @@ fn serve(
         }
         // Boxed, like the frame handler: awaited once, not worth keeping room for.
         Box::pin(state.presence.opened(&user)).await;
-        let writer = tokio::spawn(write_loop(
-            socket.clone(),
-            rx,
-            Sequencer::new(state.session_queue),
-            session.slow.clone(),
-        ));
 
-        let ending = read_loop(&mut session, &mut socket, &mut stream).await;
-
-        if state.hub.unregister(&user, id) {
-            if let Err(e) = state.service.broker.unsubscribe(&user).await {
-                tracing::debug!(error = %e, "unsubscribing a user failed");
-            }
-        }
-        state.presence.closed(&user).await;
-        state.metrics.connections.dec();
-        let code = match ending {
-            Ending::ClientGone => 1000,
-            Ending::Close(code, _) => code,
-        };
-        state
-            .metrics
-            .disconnects
-            .with_label_values(&[&code.to_string()])
-            .inc();
-        // Let the writer flush what is queued (unless the client is the problem).
-        drop(session);
-        if code == 1013 {
-            state.metrics.slow_consumers.inc();
-            writer.abort();
-        } else if tokio::time::timeout(FLUSH_TIMEOUT, writer).await.is_err() {
-            tracing::debug!("writer did not flush in time");
-        }
-        if let Ending::Close(code, reason) = ending {
-            // A client that stopped reading may not make room for the close frame
-            // for a long time: the session is over either way (unregistered,
-            // counted), so the close frame waits on its own, bounded, and the
-            // socket handle is dropped if the client never reads again.
-            tokio::spawn(async move {
-                let close = socket.close(Some(CloseReason {
-                    code: CloseCode::Other(code),
-                    description: Some(reason.to_owned()),
-                }));
-                if tokio::time::timeout(CLOSE_TIMEOUT, close).await.is_err() {
-                    tracing::debug!(
-                        code,
-                        "close frame not accepted in time; dropping the socket"
-                    );
+        // The writer runs beside the read loop in this same task (a frame
+        // handler may wait for the writer to make room, for long `sync`s). It
+        // is never dropped halfway through a write: the close frame that may
+        // follow must start on a frame boundary.
+        let slow = session.slow.clone();
+        let closing = {
+            let write = write_loop(&mut writer, rx, sequencer, slow.clone());
+            tokio::pin!(write);
+            let mut written = None;
+            let ending = {
+                let read = read_loop(&mut session, &mut reader);
+                tokio::pin!(read);
+                loop {
+                    tokio::select! {
+                        ending = &mut read => break ending,
+                        end = &mut write, if written.is_none() => written = Some(end),
+                    }
                 }
-            });
+            };
+
+            if state.hub.unregister(&user, id) {
+                if let Err(e) = state.service.broker.unsubscribe(&user).await {
+                    tracing::debug!(error = %e, "unsubscribing a user failed");
+                }
+            }
+            state.presence.closed(&user).await;
+            state.metrics.connections.dec();
+            let code = match ending {
+                Ending::ClientGone => 1000,
+                Ending::Close(code, _) => code,
+            };
+            state
+                .metrics
+                .disconnects
+                .with_label_values(&[&code.to_string()])
+                .inc();
+            if code == 1013 {
+                state.metrics.slow_consumers.inc();
+            }
+            // Dropping the session (and the hub's handle, above) closes the
+            // queue: the writer sends what is queued, then ends. A slow
+            // consumer's writer stops at the next frame boundary instead.
+            drop(session);
+            match ending {
+                // The client is gone: nobody to flush to.
+                Ending::ClientGone => None,
+                Ending::Close(code, reason) => {
+                    let limit = if code == 1013 {
+                        CLOSE_TIMEOUT
+                    } else {
+                        FLUSH_TIMEOUT
+                    };
+                    let written = match written {
+                        Some(end) => Some(end),
+                        None => tokio::time::timeout(limit, &mut write).await.ok(),
+                    };
+                    match written {
+                        Some(WriterEnd::Stopped) => Some((code, reason)),
+                        Some(WriterEnd::Broken) => None,
+                        None => {
+                            tracing::debug!(
+                                code,
+                                "writer did not finish in time; dropping the socket"
+                            );
+                            None
+                        }
+                    }
+                }
+            }
+        };
+        let Some((code, reason)) = closing else {
+            return;
+        };
+        // A client that stopped reading may not make room for the close frame
+        // for a long time: bounded, then the socket is dropped.
+        match tokio::time::timeout(CLOSE_TIMEOUT, writer.close(code, reason)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(code, error = %e, "sending the close frame failed"),
+            Err(_) => tracing::debug!(
+                code,
+                "close frame not accepted in time; dropping the socket"
+            ),
         }
     }
 }
 
-/// Drains the queue into the socket, through the sequencer (not an `async fn`
-/// for the reason given at [`run`]).
+/// How the writer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriterEnd {
+    /// On a frame boundary: the queue was closed, or the session turned slow.
+    Stopped,
+    /// Writing failed: the connection is unusable.
+    Broken,
+}
+
+/// Drains the queue into the socket, through the sequencer, several ready
+/// items per write. Between writes it stops as soon as the session is slow
+/// (not an `async fn` for the reason given at [`run`]).
 #[allow(clippy::manual_async_fn)]
-fn write_loop(
-    mut socket: actix_ws::Session,
+fn write_loop<'a, W: AsyncWrite + Unpin>(
+    writer: &'a mut FrameWriter<W>,
     mut rx: QueueReceiver,
     mut sequencer: Sequencer,
     slow: CancellationToken,
-) -> impl std::future::Future<Output = ()> {
+) -> impl std::future::Future<Output = WriterEnd> + 'a {
     async move {
-        // Usually one frame per item: room for more is made when needed.
+        // Usually one frame per write: room for more is made when needed.
         let mut ready = Vec::with_capacity(1);
-        while let Some(item) = rx.recv().await {
+        loop {
+            let item = tokio::select! {
+                biased;
+                _ = slow.cancelled() => return WriterEnd::Stopped,
+                item = rx.recv() => item,
+            };
+            let Some(item) = item else {
+                return WriterEnd::Stopped;
+            };
             if sequencer.push(*item, &mut ready).is_err() {
                 slow.cancel();
-                return;
+                return WriterEnd::Stopped;
             }
-            for text in ready.drain(..) {
-                if socket.text(text).await.is_err() {
-                    return;
+            // Whatever else is already queued goes out in the same write.
+            while ready.len() < WRITE_BATCH {
+                let Ok(item) = rx.try_recv() else { break };
+                if sequencer.push(*item, &mut ready).is_err() {
+                    slow.cancel();
+                    break;
                 }
+            }
+            if !ready.is_empty() {
+                if let Err(e) = writer.send(&mut ready).await {
+                    tracing::debug!(error = %e, "websocket write failed");
+                    return WriterEnd::Broken;
+                }
+            }
+            if ready.capacity() > WRITE_BATCH {
+                ready = Vec::with_capacity(1);
             }
         }
     }
 }
 
-async fn read_loop(
+async fn read_loop<R: AsyncRead + Unpin>(
     session: &mut Session,
-    socket: &mut actix_ws::Session,
-    stream: &mut AggregatedMessageStream,
+    reader: &mut FrameReader<R>,
 ) -> Ending {
     let draining = session.state.draining.clone();
     let drain_window = session.state.drain;
@@ -295,9 +379,9 @@ async fn read_loop(
             _ = slow.cancelled() => return Ending::Close(1013, "slow consumer"),
             _ = &mut close_for_drain => return Ending::Close(1012, "service restart"),
             _ = tokio::time::sleep_until(expiry) => return Ending::Close(4001, "token expired"),
-            msg = stream.next() => match msg {
+            msg = reader.next() => match msg {
                 None => return Ending::ClientGone,
-                Some(Ok(AggregatedMessage::Text(text))) => {
+                Some(Ok(Incoming::Text(text))) => {
                     // Boxed: handling a frame awaits the store and the broker,
                     // a large future that would otherwise be part of every
                     // idle session's task (see loadtest/README.md, memory).
@@ -305,31 +389,29 @@ async fn read_loop(
                         return ending;
                     }
                 }
-                Some(Ok(AggregatedMessage::Ping(p))) => {
-                    if socket.pong(&p).await.is_err() {
-                        return Ending::ClientGone;
-                    }
-                }
-                Some(Ok(AggregatedMessage::Pong(_))) => {}
+                Some(Ok(Incoming::Ping(p))) => session.enqueue(Outbound::Pong(p)),
+                Some(Ok(Incoming::Pong)) => {}
                 // Answer a close with a close (RFC 6455 §5.5.1), echoing the code.
-                Some(Ok(AggregatedMessage::Close(reason))) => {
-                    let code = reason.map_or(1000, |r| u16::from(r.code));
-                    return Ending::Close(code, "");
+                Some(Ok(Incoming::Close(code))) => {
+                    return Ending::Close(code.unwrap_or(1000), "");
                 }
-                Some(Ok(AggregatedMessage::Binary(_))) => {
+                Some(Ok(Incoming::Binary)) => {
                     session.state.metrics.frames_in.with_label_values(&["binary"]).inc();
                     return Ending::Close(4008, "binary frames are not supported");
                 }
-                Some(Err(ProtocolError::Overflow)) => {
+                Some(Err(ReadError::TooLarge(_))) => {
                     session.state.metrics.frames_in.with_label_values(&["oversized"]).inc();
                     return Ending::Close(4008, "frame too large");
                 }
+                Some(Err(ReadError::NotUtf8)) => {
+                    return Ending::Close(1007, "text frames must be UTF-8");
+                }
                 // The connection dropped: nobody to send a close frame to.
-                Some(Err(ProtocolError::Io(e))) => {
+                Some(Err(ReadError::Io(e))) => {
                     tracing::debug!(error = %e, "websocket connection lost");
                     return Ending::ClientGone;
                 }
-                Some(Err(e)) => {
+                Some(Err(e @ ReadError::Protocol(_))) => {
                     tracing::debug!(error = %e, "websocket protocol error");
                     return Ending::Close(4008, "protocol error");
                 }

@@ -16,6 +16,8 @@
 //! reconnect), which opens a new run, so a later `sync` or catch-up fills the
 //! hole instead of skipping it — and nothing already sent is sent twice.
 
+use super::wire::Outgoing;
+use bytes::Bytes;
 use bytestring::ByteString;
 use chat_shared::domain::ChatId;
 use std::collections::HashMap;
@@ -63,6 +65,8 @@ pub enum Outbound {
         /// From the broker (true) or from `sync` (false).
         live: bool,
     },
+    /// The answer to a client's ping (a control frame, outside any order).
+    Pong(Bytes),
     /// A `sync` of this chat begins: hold live messages for it.
     SyncStart(ChatId),
     /// The `sync` of this chat sent everything up to its end.
@@ -133,12 +137,13 @@ impl Sequencer {
     }
 
     /// Takes one queue item; appends the frames to send now to `out`.
-    pub fn push(&mut self, item: Outbound, out: &mut Vec<ByteString>) -> Result<(), Overflow> {
+    pub fn push(&mut self, item: Outbound, out: &mut Vec<Outgoing>) -> Result<(), Overflow> {
         match item {
-            Outbound::Frame(f) => out.push(f),
+            Outbound::Frame(f) => out.push(Outgoing::Text(f)),
+            Outbound::Pong(p) => out.push(Outgoing::Pong(p)),
             Outbound::Ack { chat, seq, frame } => {
                 self.cursors.entry(chat).or_default().record(seq);
-                out.push(frame);
+                out.push(Outgoing::Text(frame));
             }
             Outbound::Message {
                 chat,
@@ -158,7 +163,7 @@ impl Sequencer {
                 }
                 if !cursor.sent(seq) {
                     cursor.record(seq);
-                    out.push(frame);
+                    out.push(Outgoing::Text(frame));
                 }
             }
             Outbound::SyncStart(chat) => {
@@ -181,7 +186,7 @@ impl Sequencer {
                 for (seq, frame) in held {
                     if !cursor.sent(seq) {
                         cursor.record(seq);
-                        out.push(frame);
+                        out.push(Outgoing::Text(frame));
                     }
                 }
             }
@@ -209,7 +214,12 @@ mod tests {
         for i in items {
             s.push(i, &mut out).unwrap();
         }
-        out.into_iter().map(|b| b.to_string()).collect()
+        out.into_iter()
+            .map(|o| match o {
+                Outgoing::Text(b) => b.to_string(),
+                Outgoing::Pong(p) => format!("pong {p:?}"),
+            })
+            .collect()
     }
 
     #[test]
@@ -307,6 +317,18 @@ mod tests {
             msg(c, 4, true),
         ]);
         assert_eq!(out, ["ack3", "4"]);
+    }
+
+    #[test]
+    fn a_pong_is_sent_at_once_even_while_a_chat_is_held_back() {
+        let c = ChatId::generate();
+        let out = run(vec![
+            Outbound::SyncStart(c),
+            msg(c, 1, true),
+            Outbound::Pong(Bytes::from_static(b"x")),
+            Outbound::SyncEnd(c),
+        ]);
+        assert_eq!(out, ["pong b\"x\"", "1"]);
     }
 
     #[test]

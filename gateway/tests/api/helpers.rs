@@ -497,6 +497,20 @@ impl Client {
             .expect("ws close");
     }
 
+    /// Sends any WebSocket message (control frames, raw frames).
+    pub async fn send_ws(&mut self, message: WsMessage) {
+        self.ws.send(message).await.expect("ws send");
+    }
+
+    /// The next WebSocket message of any kind, as it arrived (`None`: the
+    /// connection ended).
+    pub async fn next_ws(&mut self) -> Option<WsMessage> {
+        match tokio::time::timeout(WAIT, self.ws.next()).await {
+            Err(_) => panic!("no websocket message within {WAIT:?}"),
+            Ok(next) => next.and_then(Result::ok),
+        }
+    }
+
     /// Sends a binary frame.
     pub async fn send_binary(&mut self, data: Vec<u8>) {
         self.ws

@@ -17,3 +17,4 @@ mod persistence;
 mod presence;
 mod redis_cluster;
 mod unread;
+mod upgrade;

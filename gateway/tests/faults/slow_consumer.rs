@@ -178,8 +178,8 @@ async fn a_client_that_stops_reading_is_cut_off_with_1013_while_node_memory_stay
 
     // Memory bound: RSS may grow by less than half the flood's volume.
     // A bounded node holds, for the stalled session, at most SESSION_QUEUE (64)
-    // queued frames plus actix-ws's 32-frame channel and one write buffer:
-    // ~100 frames of ~4 KiB, under 1 MiB (what the kernel's socket buffers
+    // queued frames plus the write in progress (up to 64 frames in one buffer):
+    // ~130 frames of ~4 KiB, under 1 MiB (what the kernel's socket buffers
     // hold, ~700 frames here, is not in the process's RSS). A node buffering
     // for a stalled client would retain the whole flood once those socket
     // buffers filled: ~FLOOD × 3.9 KiB ≈ 15 MiB. Half of that (~7.5 MiB) is
