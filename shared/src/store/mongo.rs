@@ -558,11 +558,12 @@ impl MongoStore {
         if queries.is_empty() {
             return Ok(Vec::new());
         }
-        // One query for all: the matching messages' (chat, sender), counted
-        // here. (A `$group` on a compound key would return less, but the
-        // MongoDB-wire stand-in the tests use cannot group on one.) Unread
-        // messages are few per reader, and the ones returned are two short
-        // strings each.
+        // One query for all: the matching messages' (chat, sender, seq),
+        // counted here per query — by seq too, so two queries on the same
+        // (chat, sender) with different marks each get their own answer. (A
+        // `$group` on a compound key would return less, but the MongoDB-wire
+        // stand-in the tests use cannot group on one.) Unread messages are few
+        // per reader, and the ones returned are two short strings and a number.
         let clauses: Vec<Document> = queries
             .iter()
             .map(|q| {
@@ -577,13 +578,14 @@ impl MongoStore {
         struct Hit {
             chat_id: String,
             sender_id: String,
+            seq: i64,
         }
         let hits: Vec<Hit> = self
             .timed("count unread", async {
                 self.db
                     .collection::<Hit>("messages")
                     .find(doc! {"$or": clauses})
-                    .projection(doc! {"_id": 0, "chat_id": 1, "sender_id": 1})
+                    .projection(doc! {"_id": 0, "chat_id": 1, "sender_id": 1, "seq": 1})
                     .batch_size(BIG_BATCH)
                     .max_time(self.timeout)
                     .await?
@@ -591,18 +593,20 @@ impl MongoStore {
                     .await
             })
             .await?;
-        let mut counts: HashMap<(&str, &str), u64> = HashMap::new();
+        let mut seqs: HashMap<(&str, &str), Vec<i64>> = HashMap::new();
         for h in &hits {
-            *counts.entry((&h.chat_id, &h.sender_id)).or_default() += 1;
+            seqs.entry((&h.chat_id, &h.sender_id))
+                .or_default()
+                .push(h.seq);
         }
         Ok(queries
             .iter()
             .map(|q| {
                 let chat = q.chat.to_string();
-                counts
-                    .get(&(chat.as_str(), q.sender.as_str()))
-                    .copied()
-                    .unwrap_or(0)
+                seqs.get(&(chat.as_str(), q.sender.as_str()))
+                    .map_or(0, |s| {
+                        s.iter().filter(|&&n| n > q.above_seq as i64).count() as u64
+                    })
             })
             .collect())
     }
