@@ -10,7 +10,6 @@ ensure_redis
 ensure_nx
 
 STATE="$ROOT/.local/cluster"
-mkdir -p "$STATE/redis" "$STATE/mongo"
 REDIS_PORT="${REDIS_PORT:-6390}"
 MONGO_PORT="${MONGO_PORT:-27027}"
 export JWT_SECRET="${JWT_SECRET:-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')}"
@@ -25,15 +24,7 @@ pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$STATE/redis" \
-  --appendonly yes --appendfsync always --save "" >"$STATE/redis.log" 2>&1 &
-pids+=($!)
-"$ROOT/.venv/bin/nx-27017" --host 127.0.0.1 -p "$MONGO_PORT" --data-dir "$STATE/mongo" \
-  --log-file "$STATE/mongo.log" --pid-file "$STATE/mongo.pid" >/dev/null 2>&1 &
-pids+=($!)
-for port in "$REDIS_PORT" "$MONGO_PORT"; do
-  for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
-done
+start_stores "$STATE" "$REDIS_PORT" "$MONGO_PORT" always
 
 NODE_ID=persister-1 PERSISTER_ADDR=127.0.0.1:9091 target/release/chat-persister &
 pids+=($!)

@@ -13,9 +13,11 @@
 //! and recounts, so the last successful write always counted after every insert
 //! that preceded it.
 //!
-//! A batch costs MongoDB four round trips whatever its size: insert the
+//! A batch costs MongoDB four round trips in the usual case: insert the
 //! messages, read the batch's chats, count the unread messages of every
-//! participant, update every chat — each a single command. Only when another
+//! participant, update every chat — each a single command up to a bounded
+//! size (128 chats for the count, 1000 for the others; beyond that a few
+//! commands, so no single one grows with the batch). Only when another
 //! replica won a race on some chat does the batch fall back to chat-by-chat.
 
 use chat_shared::broker::StreamEvent;

@@ -15,6 +15,8 @@ pub struct PersisterMetrics {
     pub batches: IntCounter,
     /// Events per batch.
     pub batch_size: Histogram,
+    /// Batches that timed out and are being replayed in smaller pieces.
+    pub batch_splits: IntCounter,
     /// Seconds to apply a batch to the store.
     pub write_seconds: Histogram,
     /// Messages newly written.
@@ -46,6 +48,10 @@ impl PersisterMetrics {
             batch_size: Histogram::with_opts(
                 HistogramOpts::new("chat_persister_batch_size", "Events per applied batch")
                     .buckets(vec![1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0]),
+            )?,
+            batch_splits: IntCounter::new(
+                "chat_persister_batch_splits_total",
+                "Batches that timed out in the store and are replayed in halves",
             )?,
             write_seconds: Histogram::with_opts(HistogramOpts::new(
                 "chat_persister_write_seconds",
@@ -89,6 +95,7 @@ impl PersisterMetrics {
         }
         registry.register(Box::new(m.batches.clone()))?;
         registry.register(Box::new(m.batch_size.clone()))?;
+        registry.register(Box::new(m.batch_splits.clone()))?;
         registry.register(Box::new(m.write_seconds.clone()))?;
         registry.register(Box::new(m.messages_written.clone()))?;
         registry.register(Box::new(m.messages_replayed.clone()))?;

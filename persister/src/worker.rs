@@ -11,8 +11,11 @@
 //! data the store refuses (or an entry that cannot even be decoded) is isolated
 //! entry by entry, and an entry that keeps failing is moved to the dead-letter
 //! stream after `max_deliveries` attempts instead of blocking everything behind it.
+//! A batch the store could not finish in time is replayed in smaller pieces
+//! (see [`crate::batch_limit`]), each acknowledged as soon as it is written.
 
 use crate::apply::{apply_batch, BatchOutcome};
+use crate::batch_limit::BatchLimit;
 use crate::metrics::PersisterMetrics;
 use chat_shared::broker::{Broker, Envelope, EventLog, StreamEntry, StreamEvent};
 use chat_shared::domain::{Role, UserId};
@@ -87,6 +90,8 @@ pub struct Worker {
     /// This worker's last backlog reading (pending, undelivered): the gauges
     /// are the sum over every shard's worker, so each adds its change.
     backlog: Mutex<(i64, i64)>,
+    /// Most events per store write: the batch size, less after a timeout.
+    limit: BatchLimit,
 }
 
 impl Worker {
@@ -99,6 +104,7 @@ impl Worker {
         settings: WorkerSettings,
     ) -> Self {
         Self {
+            limit: BatchLimit::new(settings.batch_size),
             log,
             store,
             broker,
@@ -227,22 +233,23 @@ impl Worker {
         }
     }
 
-    /// Applies and acknowledges a set of entries; `false` if the caller should back off.
+    /// Applies and acknowledges a set of entries, at most [`BatchLimit::get`]
+    /// at a time; `false` if the caller should back off.
     async fn process(&self, entries: Vec<StreamEntry>) -> bool {
         if entries.is_empty() {
             return true;
         }
         let mut ids = Vec::with_capacity(entries.len());
         let mut events: Vec<StreamEvent> = Vec::with_capacity(entries.len());
-        // One `persister.write` span per traced event, in the sender's trace,
-        // open while its batch is written, acknowledged and announced
-        // (isolation included; a replay of a failed batch gets new spans).
+        // One `persister.write` span per traced event (with its index), in the
+        // sender's trace, open while its piece is written, acknowledged and
+        // announced (isolation included; a replay gets new spans).
         let mut spans = Vec::new();
         for entry in entries {
             match entry.event {
                 Ok(ev) => {
                     if let Some(tp) = &entry.traceparent {
-                        spans.push(write_span(&ev, &entry.id, tp));
+                        spans.push((events.len(), write_span(&ev, &entry.id, tp)));
                     }
                     ids.push(entry.id);
                     events.push(ev);
@@ -256,34 +263,75 @@ impl Worker {
                 }
             }
         }
-        for span in &spans {
-            span.record("batch", events.len());
+        let limit = self.limit.get();
+        let mut all_done = true;
+        let mut start = 0;
+        while start < events.len() {
+            let end = (start + limit).min(events.len());
+            let piece = start..end;
+            let in_piece = |i: &usize| piece.contains(i);
+            for (_, span) in spans.iter().filter(|(i, _)| in_piece(i)) {
+                span.record("batch", piece.len());
+            }
+            let written = self
+                .write(&ids[piece.clone()], &events[piece.clone()])
+                .await;
+            // After a stop, the rest is replayed too: same outcome for its spans.
+            let until = if written.stop { events.len() } else { end };
+            for (_, span) in spans.iter().filter(|(i, _)| (start..until).contains(i)) {
+                span.record("outcome", written.outcome);
+                if !written.settled {
+                    span.record("otel.status_code", "ERROR");
+                }
+            }
+            all_done &= written.settled;
+            if written.stop {
+                return false;
+            }
+            start = end;
         }
+        if all_done && self.limit.succeeded() {
+            tracing::info!(
+                batch_size = self.settings.batch_size,
+                "split batches written; back to full batches"
+            );
+        }
+        all_done
+    }
+
+    /// Applies and acknowledges one piece of a batch.
+    async fn write(&self, ids: &[String], events: &[StreamEvent]) -> Written {
         let started = Instant::now();
-        let (done, status) = match apply_batch(self.store.as_ref(), &events).await {
+        match apply_batch(self.store.as_ref(), events).await {
             Ok(outcome) => {
                 self.record(&outcome, events.len(), started);
-                (self.finish(&ids, &outcome).await, "written")
+                let acked = self.finish(ids, &outcome).await;
+                Written::new(acked, "written", !acked)
+            }
+            Err(e) if e.is_timeout() => {
+                let next = self.limit.timed_out(events.len());
+                tracing::warn!(error = %e, events = events.len(), next_size = next,
+                    "the store timed out on a batch; it will be replayed in smaller pieces");
+                self.metrics.errors.with_label_values(&["store"]).inc();
+                if next < events.len() {
+                    self.metrics.batch_splits.inc();
+                }
+                self.log.replay_pending();
+                Written::new(false, "store_timeout", true)
             }
             Err(e) if e.is_transient() => {
                 tracing::warn!(error = %e, events = events.len(), "store unavailable; the batch will be replayed");
                 self.metrics.errors.with_label_values(&["store"]).inc();
                 self.log.replay_pending();
-                (false, "store_unavailable")
+                Written::new(false, "store_unavailable", true)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "the store refused part of a batch; isolating entries");
                 self.metrics.errors.with_label_values(&["rejected"]).inc();
-                (self.isolate(ids, events).await, "isolated")
-            }
-        };
-        for span in &spans {
-            span.record("outcome", status);
-            if !done {
-                span.record("otel.status_code", "ERROR");
+                let settled = self.isolate(ids.to_vec(), events.to_vec()).await;
+                Written::new(settled, "isolated", false)
             }
         }
-        done
     }
 
     /// Applies entries one by one so one bad entry cannot hold the rest back.
@@ -413,6 +461,27 @@ impl Worker {
                 tracing::warn!(error = %e, "publishing an unread count failed");
                 self.metrics.errors.with_label_values(&["publish"]).inc();
             }
+        }
+    }
+}
+
+/// What became of one piece of a batch handed to the store.
+struct Written {
+    /// Every entry of the piece is written and acknowledged (or dead-lettered).
+    settled: bool,
+    /// The `outcome` recorded on its events' spans.
+    outcome: &'static str,
+    /// The store is down or slow (or the acknowledgement failed): leave the
+    /// rest of the batch for the replay instead of trying it now.
+    stop: bool,
+}
+
+impl Written {
+    fn new(settled: bool, outcome: &'static str, stop: bool) -> Self {
+        Self {
+            settled,
+            outcome,
+            stop,
         }
     }
 }

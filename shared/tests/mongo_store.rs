@@ -559,6 +559,94 @@ async fn count_messages_from_counts_only_the_senders_messages_above_the_seq() {
     );
 }
 
+#[tokio::test]
+async fn the_batch_forms_answer_more_than_one_commands_worth_in_order() {
+    use chat_shared::store::mongo::{MAX_IDS_PER_COMMAND, MAX_UNREAD_CLAUSES};
+    use chat_shared::store::{RevisedUpdate, UnreadQuery};
+    let server = MongoServer::start();
+    let store = store(&server).await;
+    let a = store
+        .upsert_chat(&new_chat("patient-1", "doctor-1", "appt-1"))
+        .await
+        .unwrap()
+        .record()
+        .clone();
+    let b = store
+        .upsert_chat(&new_chat("patient-2", "doctor-1", "appt-2"))
+        .await
+        .unwrap()
+        .record()
+        .clone();
+    // Both chats: patient-1 wrote the odd seqs 1..=9, doctor-1 the even ones.
+    for chat in [a.id, b.id] {
+        store
+            .insert_messages(&(1..=10).map(|s| message(chat, s)).collect::<Vec<_>>())
+            .await
+            .unwrap();
+    }
+
+    // Unread counts: more queries than one `$or` may hold, each answered in place.
+    let queries: Vec<UnreadQuery> = (0..MAX_UNREAD_CLAUSES + 7)
+        .map(|i| UnreadQuery {
+            chat: if i % 3 == 0 { b.id } else { a.id },
+            sender: user(if i % 2 == 0 { "patient-1" } else { "doctor-1" }),
+            above_seq: (i % 11) as u64,
+        })
+        .collect();
+    let expected: Vec<u64> = queries
+        .iter()
+        .map(|q| {
+            let odd = q.sender.as_str() == "patient-1";
+            (q.above_seq + 1..=10)
+                .filter(|s| (s % 2 == 1) == odd)
+                .count() as u64
+        })
+        .collect();
+    assert_eq!(store.count_unread(&queries).await.unwrap(), expected);
+
+    // Chats: more ids than one `$in` takes, the known ones found wherever they are.
+    let mut wanted: Vec<ChatId> = (0..MAX_IDS_PER_COMMAND + 5)
+        .map(|_| ChatId::generate())
+        .collect();
+    wanted[3] = a.id;
+    wanted[MAX_IDS_PER_COMMAND + 2] = b.id;
+    let mut both = vec![a.id, b.id];
+    both.sort();
+    assert_eq!(ids(&store.chats(&wanted).await.unwrap()), both);
+
+    // Counter updates split over two commands: all apply.
+    let update = |chat: &ChatRecord, n: u64| RevisedUpdate {
+        chat: chat.id,
+        expected_rev: chat.rev,
+        update: CounterUpdate {
+            last_seq: 10,
+            last_message: None,
+            unread: BTreeMap::from([("doctor-1".to_owned(), n)]),
+            read_seq: BTreeMap::new(),
+        },
+    };
+    let mut updates = vec![update(&a, 3)];
+    // Chats nobody has: they match nothing, so "not all applied" is the answer.
+    updates.extend((0..MAX_IDS_PER_COMMAND).map(|_| RevisedUpdate {
+        chat: ChatId::generate(),
+        ..update(&a, 0)
+    }));
+    updates.push(update(&b, 4));
+    assert!(!store.update_counters_all(&updates).await.unwrap());
+    assert_eq!(store.chat(a.id).await.unwrap().unwrap().last_seq, 10);
+    assert_eq!(store.chat(b.id).await.unwrap().unwrap().last_seq, 10);
+
+    // Totals: more users than one command takes, each summed over their chats.
+    let mut users: Vec<(UserId, Role)> = (0..MAX_IDS_PER_COMMAND + 5)
+        .map(|i| (user(&format!("stranger-{i}")), Role::Patient))
+        .collect();
+    users.push((user("doctor-1"), Role::Doctor));
+    let totals = store.unread_totals(&users).await.unwrap();
+    assert_eq!(totals.len(), users.len());
+    assert_eq!(totals.last(), Some(&7));
+    assert!(totals[..users.len() - 1].iter().all(|&t| t == 0));
+}
+
 // ---------------------------------------------------------------- counters
 
 #[tokio::test]

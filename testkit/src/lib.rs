@@ -374,18 +374,34 @@ impl Drop for MongoServer {
 pub struct TcpProxy {
     port: u16,
     enabled: tokio::sync::watch::Sender<bool>,
+    stalled: std::sync::Arc<std::sync::atomic::AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl TcpProxy {
     /// Listens on a free loopback port and forwards to `target` (`host:port`).
     pub async fn start(target: &str) -> Self {
+        Self::start_inner(target, None).await
+    }
+
+    /// A proxy in front of a MongoDB (wire protocol) server that forwards
+    /// every request of at most `max_request` bytes and holds any larger one:
+    /// never forwarded, never answered, as a server would that cannot finish
+    /// a big operation within the client's timeout. The client gives up on
+    /// its own; replies flow as usual. Deterministic, unlike a slow server.
+    pub async fn mongo_stalling_over(target: &str, max_request: usize) -> Self {
+        Self::start_inner(target, Some(max_request)).await
+    }
+
+    async fn start_inner(target: &str, max_request: Option<usize>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a loopback port for the proxy");
         let port = listener.local_addr().expect("the proxy port").port();
         let (enabled, watch) = tokio::sync::watch::channel(true);
+        let stalled = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let target = target.to_owned();
+        let counter = stalled.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((inbound, _)) = listener.accept().await else {
@@ -397,13 +413,22 @@ impl TcpProxy {
                 }
                 let mut watch = watch.clone();
                 let target = target.clone();
+                let counter = counter.clone();
                 tokio::spawn(async move {
                     let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
                         return;
                     };
                     let (mut a, mut b) = (inbound, outbound);
+                    let forward = async {
+                        match max_request {
+                            None => {
+                                let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                            }
+                            Some(max) => forward_mongo(&mut a, &mut b, max, &counter).await,
+                        }
+                    };
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut a, &mut b) => {}
+                        _ = forward => {}
                         _ = watch.wait_for(|on| !*on) => {}
                     }
                 });
@@ -412,6 +437,7 @@ impl TcpProxy {
         Self {
             port,
             enabled,
+            stalled,
             task,
         }
     }
@@ -429,6 +455,49 @@ impl TcpProxy {
     /// Accepts connections again.
     pub fn restore(&self) {
         self.enabled.send_replace(true);
+    }
+
+    /// Requests held so far by [`TcpProxy::mongo_stalling_over`].
+    pub fn stalled(&self) -> u64 {
+        self.stalled.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Forwards MongoDB wire messages from `client` to `server` one by one (each
+/// starts with its total length, a little-endian i32) and everything from
+/// `server` back. After a message over `max` bytes, nothing more is forwarded
+/// on this connection until the client hangs up.
+async fn forward_mongo(
+    client: &mut tokio::net::TcpStream,
+    server: &mut tokio::net::TcpStream,
+    max: usize,
+    stalled: &std::sync::atomic::AtomicU64,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut client_read, mut client_write) = client.split();
+    let (mut server_read, mut server_write) = server.split();
+    let replies = tokio::io::copy(&mut server_read, &mut client_write);
+    let requests = async {
+        loop {
+            let mut header = [0u8; 4];
+            client_read.read_exact(&mut header).await?;
+            let len = usize::try_from(i32::from_le_bytes(header)).unwrap_or(usize::MAX);
+            if len > max {
+                stalled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // Hold it: swallow it and whatever else comes until the client closes.
+                tokio::io::copy(&mut client_read, &mut tokio::io::sink()).await?;
+                return Ok::<(), std::io::Error>(());
+            }
+            // At most `max` bytes: bounded by the caller's setting.
+            let mut message = vec![0u8; len.saturating_sub(4)];
+            client_read.read_exact(&mut message).await?;
+            server_write.write_all(&header).await?;
+            server_write.write_all(&message).await?;
+        }
+    };
+    tokio::select! {
+        _ = replies => {}
+        _ = requests => {}
     }
 }
 

@@ -320,3 +320,113 @@ async fn while_mongodb_is_unreachable_sends_are_acked_and_everything_is_persiste
         .await;
     assert_eq!(record.last_seq, 21);
 }
+
+/// A counter's value in the persister's `/metrics`.
+async fn persister_counter(cluster: &Cluster, name: &str) -> u64 {
+    let text = cluster
+        .http
+        .get(format!(
+            "http://127.0.0.1:{}/metrics",
+            cluster.persisters[0].port
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in the persister's metrics"))
+}
+
+#[tokio::test]
+async fn a_batch_too_big_for_the_stores_timeout_is_written_in_smaller_pieces_exactly_once() {
+    let mut cluster = Cluster::start_with(1, false).await;
+    // A backlog while no persister runs: 10 chats, 10 messages from each
+    // side (1000-character bodies), and a read mark by each patient.
+    let body = "x".repeat(1000);
+    let mut chats = Vec::new();
+    let mut sessions = Vec::new();
+    for c in 0..10 {
+        let (p, d) = (format!("pat-big{c}"), format!("doc-big{c}"));
+        let chat = cluster.create_chat(&p, &d, "a").await;
+        let mut patient = cluster.connect(0, &p, Role::Patient).await;
+        let mut doctor = cluster.connect(0, &d, Role::Doctor).await;
+        let id = chat.id.to_string();
+        for i in 0..10 {
+            patient.send_message(&id, &format!("p{i}"), &body).await;
+            doctor.send_message(&id, &format!("d{i}"), &body).await;
+        }
+        patient
+            .send_json(serde_json::json!({"type": "read", "chat_id": id, "up_to_seq": 4}))
+            .await;
+        patient.ping().await;
+        chats.push((
+            chat.id,
+            UserId::parse(p).unwrap(),
+            UserId::parse(d).unwrap(),
+        ));
+        sessions.push((patient, doctor));
+    }
+
+    // The persister's MongoDB never answers a request over 32 KiB: the whole
+    // backlog (≈ 200 KiB of inserts) times out every time at full size, and
+    // only pieces of a few dozen events get through.
+    let url = cluster.mongo().url().to_owned();
+    let probe = TcpProxy::start("127.0.0.1:1").await;
+    let (target, _) = through_proxy(&url, probe.port());
+    drop(probe);
+    let proxy = TcpProxy::mongo_stalling_over(&target, 32 * 1024).await;
+    let (_, proxied) = through_proxy(&url, proxy.port());
+    cluster
+        .start_persister_with("p", |s| {
+            s.mongo.url = proxied.clone();
+            s.mongo_timeout = Duration::from_millis(500);
+            s.worker.max_backoff = Duration::from_millis(200);
+        })
+        .await;
+
+    let store = store(&cluster).await;
+    chat_testkit::eventually(
+        Duration::from_secs(90),
+        "every chat's counters written",
+        || {
+            let store = &store;
+            let chats = &chats;
+            async move {
+                for (chat, _, _) in chats {
+                    if store.chat(*chat).await.ok()??.last_seq != 20 {
+                        return None;
+                    }
+                }
+                Some(())
+            }
+        },
+    )
+    .await;
+
+    assert!(
+        proxy.stalled() > 0,
+        "no request was ever too big: nothing tested"
+    );
+    assert!(persister_counter(&cluster, "chat_persister_batch_splits_total").await > 0);
+    for (chat, patient, doctor) in &chats {
+        assert_eq!(
+            stored_seqs(&store, *chat).await,
+            (1..=20).collect::<Vec<_>>()
+        );
+        let record = store.chat(*chat).await.unwrap().unwrap();
+        // The doctor's messages are the even seqs; 2 and 4 are read.
+        assert_eq!(record.unread_of(patient), 8, "{chat}");
+        assert_eq!(record.unread_of(doctor), 10, "{chat}");
+        assert_eq!(record.read_seq_of(patient), 4, "{chat}");
+    }
+    // Each message inserted once: pieces that timed out never reached MongoDB
+    // (and a replay would count as replayed, not written).
+    assert_eq!(
+        persister_counter(&cluster, "chat_persister_messages_written_total").await,
+        200
+    );
+    drop(sessions);
+}

@@ -8,9 +8,10 @@
 //!
 //! The persister works in batches, so the trait also has batch forms
 //! ([`Store::chats`], [`Store::count_unread`], [`Store::update_counters_all`],
-//! [`Store::unread_totals`]) that MongoDB answers in one round trip each; their
-//! default bodies loop over the single forms, which is right for an embedded
-//! engine with no round trips to save.
+//! [`Store::unread_totals`]) that MongoDB answers in one round trip each up to
+//! a bounded size (bigger inputs take a few more, so no single command grows
+//! without limit); their default bodies loop over the single forms, which is
+//! right for an embedded engine with no round trips to save.
 
 pub mod embedded;
 pub mod mongo;
@@ -48,9 +49,14 @@ pub struct RevisedUpdate {
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The store is unreachable or timed out.
+    /// The store is unreachable (or refused the connection, or failed it).
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The store did not answer within the operation timeout. Unlike
+    /// [`StoreError::Unavailable`], a smaller operation may well succeed now:
+    /// the persister retries a batch that timed out in smaller pieces.
+    #[error("store timed out: {0}")]
+    Timeout(String),
     /// A document could not be read (a bug, or a foreign writer).
     #[error("store data error: {0}")]
     Corrupt(String),
@@ -63,7 +69,13 @@ impl StoreError {
     /// Whether retrying later may succeed (the store is down or slow), as
     /// opposed to a problem with the data itself.
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        matches!(self, StoreError::Unavailable(_) | StoreError::Timeout(_))
+    }
+
+    /// Whether the operation ran out of time (as opposed to failing outright):
+    /// the one failure that retrying with less work can cure.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, StoreError::Timeout(_))
     }
 }
 

@@ -27,6 +27,9 @@ use std::time::Duration;
 
 const DUPLICATE_KEY: i32 = 11000;
 
+/// The server's "operation exceeded its `maxTimeMS`" error code.
+const MAX_TIME_MS_EXPIRED: i32 = 50;
+
 /// The MongoDB store.
 #[derive(Clone)]
 pub struct MongoStore {
@@ -176,9 +179,15 @@ impl MongoStore {
     ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.timeout * 2, fut.into_future()).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(StoreError::Unavailable(format!("{what}: {e}"))),
-            Err(_) => Err(StoreError::Unavailable(format!("{what}: timed out"))),
+            Ok(Err(e)) => Err(driver_error(what, &e)),
+            Err(_) => Err(self.timed_out(what)),
         }
+    }
+
+    /// The error for an operation we stopped waiting for (after twice the
+    /// timeout: the server's own `maxTimeMS`, where set, fires first).
+    fn timed_out(&self, what: &str) -> StoreError {
+        StoreError::Timeout(format!("{what}: no answer within {:?}", self.timeout * 2))
     }
 
     async fn find_pair(
@@ -194,6 +203,18 @@ impl MongoStore {
         .await?
         .map(ChatDoc::into_record)
         .transpose()
+    }
+}
+
+/// A driver error as a store error: the server giving up on `maxTimeMS` is a
+/// timeout (less work may succeed), anything else the store being unavailable.
+fn driver_error(what: &str, e: &mongodb::error::Error) -> StoreError {
+    use mongodb::error::ErrorKind;
+    match e.kind.as_ref() {
+        ErrorKind::Command(c) if c.code == MAX_TIME_MS_EXPIRED => {
+            StoreError::Timeout(format!("{what}: {e}"))
+        }
+        _ => StoreError::Unavailable(format!("{what}: {e}")),
     }
 }
 
@@ -299,11 +320,11 @@ impl Store for MongoStore {
                     .into_future(),
             )
             .await
-            .map_err(|_| StoreError::Unavailable("upsert chat: timed out".into()))?;
+            .map_err(|_| self.timed_out("upsert chat"))?;
             match r {
                 Ok(result) => break result,
                 Err(e) if is_duplicate_key(&e) && attempt < 3 => continue,
-                Err(e) => return Err(StoreError::Unavailable(format!("upsert chat: {e}"))),
+                Err(e) => return Err(driver_error("upsert chat", &e)),
             }
         };
         let after = self
@@ -410,7 +431,7 @@ impl Store for MongoStore {
         let coll: Collection<Document> = self.db.collection("messages");
         let result = tokio::time::timeout(self.timeout * 2, coll.insert_many(docs).ordered(false))
             .await
-            .map_err(|_| StoreError::Unavailable("insert messages: timed out".into()))?;
+            .map_err(|_| self.timed_out("insert messages"))?;
         match result {
             Ok(r) => Ok(r.inserted_ids.len()),
             Err(e) => match e.kind.as_ref() {
@@ -426,7 +447,7 @@ impl Store for MongoStore {
                     }
                     Ok(messages.len() - errors.len())
                 }
-                _ => Err(StoreError::Unavailable(format!("insert messages: {e}"))),
+                _ => Err(driver_error("insert messages", &e)),
             },
         }
     }
@@ -465,6 +486,56 @@ impl Store for MongoStore {
     }
 
     async fn chats(&self, ids: &[ChatId]) -> Result<Vec<ChatRecord>, StoreError> {
+        let mut found = Vec::with_capacity(ids.len());
+        for part in ids.chunks(MAX_IDS_PER_COMMAND) {
+            found.extend(self.chats_once(part).await?);
+        }
+        Ok(found)
+    }
+
+    async fn count_unread(&self, queries: &[UnreadQuery]) -> Result<Vec<u64>, StoreError> {
+        let mut counts = Vec::with_capacity(queries.len());
+        for part in queries.chunks(MAX_UNREAD_CLAUSES) {
+            counts.extend(self.count_unread_once(part).await?);
+        }
+        Ok(counts)
+    }
+
+    async fn update_counters_all(&self, updates: &[RevisedUpdate]) -> Result<bool, StoreError> {
+        let mut all = true;
+        for part in updates.chunks(MAX_IDS_PER_COMMAND) {
+            all &= self.update_counters_once(part).await?;
+        }
+        Ok(all)
+    }
+
+    async fn unread_totals(&self, users: &[(UserId, Role)]) -> Result<Vec<u64>, StoreError> {
+        let mut totals = Vec::with_capacity(users.len());
+        for part in users.chunks(MAX_IDS_PER_COMMAND) {
+            totals.extend(self.unread_totals_once(part).await?);
+        }
+        Ok(totals)
+    }
+}
+
+/// Most `$or` clauses in one unread-count query (two per chat, so 128 chats):
+/// each clause is one index range scan on `(chat_id, seq)` for MongoDB, so the
+/// query's cost grows with the clauses; bounded, one query stays well inside
+/// the operation timeout, and a 1000-event batch over up to 128 chats (the
+/// usual shape: many messages per chat) still counts in one round trip.
+pub const MAX_UNREAD_CLAUSES: usize = 256;
+
+/// Most chat ids (or users, or update statements) in one command of the other
+/// batch forms: a full persister batch (1000 events) fits one, and no command
+/// grows past that whatever the caller passes.
+pub const MAX_IDS_PER_COMMAND: usize = 1000;
+
+/// The single-command bodies of the batch forms, each for at most
+/// [`MAX_UNREAD_CLAUSES`] or [`MAX_IDS_PER_COMMAND`] items. Reads carry
+/// `maxTimeMS` (the store's timeout) so that MongoDB itself abandons a query
+/// the persister has given up on, instead of finishing it for nobody.
+impl MongoStore {
+    async fn chats_once(&self, ids: &[ChatId]) -> Result<Vec<ChatRecord>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -474,6 +545,7 @@ impl Store for MongoStore {
                 self.chats_coll()
                     .find(doc! {"_id": {"$in": ids}})
                     .batch_size(BIG_BATCH)
+                    .max_time(self.timeout)
                     .await?
                     .try_collect()
                     .await
@@ -482,15 +554,16 @@ impl Store for MongoStore {
         docs.into_iter().map(ChatDoc::into_record).collect()
     }
 
-    async fn count_unread(&self, queries: &[UnreadQuery]) -> Result<Vec<u64>, StoreError> {
+    async fn count_unread_once(&self, queries: &[UnreadQuery]) -> Result<Vec<u64>, StoreError> {
         if queries.is_empty() {
             return Ok(Vec::new());
         }
-        // One query for all: the matching messages' (chat, sender), counted
-        // here. (A `$group` on a compound key would return less, but the
-        // MongoDB-wire stand-in the tests use cannot group on one.) Unread
-        // messages are few per reader, and the ones returned are two short
-        // strings each.
+        // One query for all: the matching messages' (chat, sender, seq),
+        // counted here per query — by seq too, so two queries on the same
+        // (chat, sender) with different marks each get their own answer. (A
+        // `$group` on a compound key would return less, but the MongoDB-wire
+        // stand-in the tests use cannot group on one.) Unread messages are few
+        // per reader, and the ones returned are two short strings and a number.
         let clauses: Vec<Document> = queries
             .iter()
             .map(|q| {
@@ -505,36 +578,40 @@ impl Store for MongoStore {
         struct Hit {
             chat_id: String,
             sender_id: String,
+            seq: i64,
         }
         let hits: Vec<Hit> = self
             .timed("count unread", async {
                 self.db
                     .collection::<Hit>("messages")
                     .find(doc! {"$or": clauses})
-                    .projection(doc! {"_id": 0, "chat_id": 1, "sender_id": 1})
+                    .projection(doc! {"_id": 0, "chat_id": 1, "sender_id": 1, "seq": 1})
                     .batch_size(BIG_BATCH)
+                    .max_time(self.timeout)
                     .await?
                     .try_collect()
                     .await
             })
             .await?;
-        let mut counts: HashMap<(&str, &str), u64> = HashMap::new();
+        let mut seqs: HashMap<(&str, &str), Vec<i64>> = HashMap::new();
         for h in &hits {
-            *counts.entry((&h.chat_id, &h.sender_id)).or_default() += 1;
+            seqs.entry((&h.chat_id, &h.sender_id))
+                .or_default()
+                .push(h.seq);
         }
         Ok(queries
             .iter()
             .map(|q| {
                 let chat = q.chat.to_string();
-                counts
-                    .get(&(chat.as_str(), q.sender.as_str()))
-                    .copied()
-                    .unwrap_or(0)
+                seqs.get(&(chat.as_str(), q.sender.as_str()))
+                    .map_or(0, |s| {
+                        s.iter().filter(|&&n| n > q.above_seq as i64).count() as u64
+                    })
             })
             .collect())
     }
 
-    async fn update_counters_all(&self, updates: &[RevisedUpdate]) -> Result<bool, StoreError> {
+    async fn update_counters_once(&self, updates: &[RevisedUpdate]) -> Result<bool, StoreError> {
         if updates.is_empty() {
             return Ok(true);
         }
@@ -569,7 +646,7 @@ impl Store for MongoStore {
         Ok(matched == updates.len() as i64)
     }
 
-    async fn unread_totals(&self, users: &[(UserId, Role)]) -> Result<Vec<u64>, StoreError> {
+    async fn unread_totals_once(&self, users: &[(UserId, Role)]) -> Result<Vec<u64>, StoreError> {
         let (mut patients, mut doctors) = (Vec::new(), Vec::new());
         for (user, role) in users {
             match role {
@@ -599,6 +676,7 @@ impl Store for MongoStore {
                     .find(filter)
                     .projection(doc! {"_id": 0, "patient_id": 1, "doctor_id": 1, "unread": 1})
                     .batch_size(BIG_BATCH)
+                    .max_time(self.timeout)
                     .await?
                     .try_collect()
                     .await
