@@ -91,12 +91,26 @@ enum Scenario {
         /// Messages per chat racing the reconnect.
         #[arg(long, default_value_t = 1)]
         live_messages: u32,
-        /// Initial connection attempts in flight at once.
+        /// Set-up connection attempts in flight at once (writers, then
+        /// clients); the reconnect itself is all at once.
         #[arg(long, default_value_t = 256)]
         concurrency: usize,
-        /// Seconds the reconnect may take.
+        /// Writer sends waiting for their ack at once (baseline, gap and live
+        /// messages; one writer per chat).
+        #[arg(long, default_value_t = 256)]
+        send_concurrency: usize,
+        /// Seconds one writer send may wait for its ack.
+        #[arg(long, default_value_t = 30)]
+        ack_timeout: u64,
+        /// Seconds the reconnect may take (also the most it waits for the
+        /// persister before it).
         #[arg(long, default_value_t = 30)]
         timeout: u64,
+        /// Reconnect without first waiting for a standalone gateway's
+        /// persister to write the set-up's messages (its `sync` then scans
+        /// that backlog).
+        #[arg(long)]
+        keep_backlog: bool,
     },
 }
 
@@ -191,7 +205,10 @@ async fn run(cli: Cli) -> Result<Report> {
                 gap_messages,
                 live_messages,
                 concurrency,
+                send_concurrency,
+                ack_timeout,
                 timeout,
+                keep_backlog,
             } => storm::run(
                 &target,
                 &StormOptions {
@@ -199,7 +216,10 @@ async fn run(cli: Cli) -> Result<Report> {
                     gap_messages,
                     live_messages,
                     concurrency,
+                    send_concurrency,
+                    ack_timeout: Duration::from_secs(ack_timeout.max(1)),
                     timeout: Duration::from_secs(timeout),
+                    drain_backlog: !keep_backlog,
                     prefix,
                 },
                 deadline,

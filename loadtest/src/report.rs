@@ -97,8 +97,20 @@ impl Report {
             Report::Storm(r) => {
                 row("scenario", "storm".into());
                 row("clients / chats", format!("{} / {}", r.clients, r.chats));
+                for p in &r.phases {
+                    row(&format!("set-up: {}", p.phase), format!("{:.0} ms", p.ms));
+                }
                 row("reconnected", r.reconnected.to_string());
                 row("resynced", r.resynced.to_string());
+                row(
+                    "time to all reconnected",
+                    r.time_to_all_reconnected_ms
+                        .map_or("not all reconnected".into(), |ms| format!("{ms:.1} ms")),
+                );
+                row(
+                    "time to live messages acked",
+                    format!("{:.1} ms", r.time_to_live_acked_ms),
+                );
                 row(
                     "time to all resynced",
                     r.time_to_all_resynced_ms

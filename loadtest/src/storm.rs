@@ -9,6 +9,13 @@
 //! It must receive every `seq` above the one it had seen before dropping,
 //! exactly once: the report counts misses and duplicates (both must be 0) and,
 //! for information, arrivals after a higher `seq`.
+//!
+//! Only the reconnect is all at once. The set-up (connecting the writers and
+//! the clients, the writers' sends) is bounded — `concurrency` connection
+//! attempts and `send_concurrency` unacknowledged sends in flight — so that
+//! with thousands of chats it costs the gateway a steady queue instead of one
+//! burst that pushes every ack past its timeout. Each phase's duration is
+//! reported, so a slow run says where its time went.
 
 use crate::client::{self, Ws};
 use crate::error::{Error, Result};
@@ -16,7 +23,7 @@ use crate::stats::{Errors, Latency, LatencySummary};
 use crate::target::Target;
 use chat_shared::domain::ChatId;
 use chat_shared::protocol::ServerFrame;
-use futures_util::SinkExt;
+use futures_util::{stream, SinkExt, StreamExt, TryStreamExt};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -33,13 +40,35 @@ pub struct StormOptions {
     pub gap_messages: u32,
     /// Messages per chat sent while they reconnect (racing their `sync`).
     pub live_messages: u32,
-    /// Connection attempts in flight at once (initial connect only; the
-    /// reconnect is all at once).
+    /// Connection attempts in flight at once while setting up (writers and
+    /// clients). The reconnect itself is all at once: that is the storm.
     pub concurrency: usize,
+    /// Writer sends waiting for their ack at once (baseline, gap and live
+    /// messages), so the gateway sees a bounded queue of appends rather than
+    /// one per chat at the same instant.
+    pub send_concurrency: usize,
+    /// How long one writer send may wait for its ack before the run fails.
+    pub ack_timeout: Duration,
     /// How long the reconnect may take before clients count as not resynced.
     pub timeout: Duration,
+    /// Before the reconnect, wait (up to `timeout`) until the gateways'
+    /// in-process persister has written every accepted message. The
+    /// standalone gateway's `sync` scans its whole unpersisted log, so a
+    /// backlog left by the set-up (thousands of messages) would otherwise be
+    /// part of what the storm measures; see `loadtest/README.md`.
+    pub drain_backlog: bool,
     /// Prefix of the user ids.
     pub prefix: String,
+}
+
+/// How long one set-up phase took (so a slow or failed run says where its
+/// time went).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PhaseTime {
+    /// What the phase does.
+    pub phase: &'static str,
+    /// Its duration, ms.
+    pub ms: f64,
 }
 
 /// What was measured.
@@ -49,10 +78,18 @@ pub struct StormReport {
     pub clients: usize,
     /// Chats.
     pub chats: usize,
+    /// Set-up phases in order, with their durations.
+    pub phases: Vec<PhaseTime>,
     /// Clients that reconnected (`hello` received).
     pub reconnected: u64,
     /// Clients that got `synced` and every message up to the last one.
     pub resynced: u64,
+    /// Reconnect start → last client reconnected (`hello`), ms (`None` if not
+    /// all did).
+    pub time_to_all_reconnected_ms: Option<f64>,
+    /// Reconnect start → every writer's live messages acked, ms (a client
+    /// cannot count as resynced before its chat's last ack is known).
+    pub time_to_live_acked_ms: f64,
     /// Reconnect start → last client resynced, ms (`None` if not all did).
     pub time_to_all_resynced_ms: Option<f64>,
     /// Reconnect start → each client resynced.
@@ -92,6 +129,8 @@ struct Tally {
     connected: AtomicUsize,
     dropped: AtomicUsize,
     reconnected: AtomicU64,
+    /// Latest `hello` after the reconnect start, µs after it.
+    last_hello_us: AtomicU64,
     resynced: AtomicU64,
     expected: AtomicU64,
     received: AtomicU64,
@@ -102,38 +141,123 @@ struct Tally {
     examples: std::sync::Mutex<Vec<String>>,
 }
 
+/// Times the set-up phases and names the one that failed.
+struct Phases {
+    done: Vec<PhaseTime>,
+    current: &'static str,
+    started: Instant,
+}
+
+impl Phases {
+    fn new() -> Self {
+        Self {
+            done: Vec::new(),
+            current: "",
+            started: Instant::now(),
+        }
+    }
+
+    /// Starts `phase` (progress goes to stderr, so a long run can be followed).
+    fn start(&mut self, phase: &'static str) {
+        self.current = phase;
+        self.started = Instant::now();
+    }
+
+    /// Ends the current phase, recording its duration.
+    fn end(&mut self) {
+        let ms = ms(self.started.elapsed());
+        eprintln!("storm: {} took {ms:.0} ms", self.current);
+        self.done.push(PhaseTime {
+            phase: self.current,
+            ms,
+        });
+    }
+
+    /// An error saying which phase failed, after how long, and what came before.
+    fn failed(&self, e: Error) -> Error {
+        let before: Vec<String> = self
+            .done
+            .iter()
+            .map(|p| format!("{} {:.0} ms", p.phase, p.ms))
+            .collect();
+        Error::new(format!(
+            "storm: {} failed after {:.0} ms (before it: {}): {e}",
+            self.current,
+            ms(self.started.elapsed()),
+            if before.is_empty() {
+                "nothing".to_owned()
+            } else {
+                before.join(", ")
+            }
+        ))
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
 /// Runs the scenario; nothing outlives `deadline`.
 pub async fn run(target: &Target, opts: &StormOptions, deadline: Instant) -> Result<StormReport> {
     let pairs = opts.clients.div_ceil(2).max(1);
-    let (users, chats) = crate::chat::setup_pairs(target, pairs, &opts.prefix).await?;
-    let tokens = Arc::new(target.tokens(&users).await?);
+    let connect_limit = opts.concurrency.max(1);
+    let send_limit = opts.send_concurrency.max(1);
+    let mut phases = Phases::new();
+
+    phases.start("create chats");
+    let (users, chats) = crate::chat::setup_pairs(target, pairs, &opts.prefix)
+        .await
+        .map_err(|e| phases.failed(e))?;
+    phases.end();
+    phases.start("tokens");
+    let tokens = Arc::new(target.tokens(&users).await.map_err(|e| phases.failed(e))?);
+    phases.end();
     let errors = Arc::new(Errors::new());
     let tally = Arc::new(Tally::default());
-    // Per chat: the seq every client has seen before dropping, and the writer's last ack.
+    // Per chat: the seq every client has seen before dropping, and the
+    // writer's last ack (published once it is known, so clients wait on it
+    // instead of polling).
     let baseline: Arc<Vec<AtomicU64>> = Arc::new((0..pairs).map(|_| AtomicU64::new(0)).collect());
-    let last: Arc<Vec<AtomicU64>> = Arc::new((0..pairs).map(|_| AtomicU64::new(0)).collect());
+    let last: Arc<Vec<watch::Sender<u64>>> =
+        Arc::new((0..pairs).map(|_| watch::Sender::new(0)).collect());
     let (phase_tx, phase_rx) = watch::channel(Phase::Connected);
     let storm_start: Arc<std::sync::OnceLock<Instant>> = Arc::new(std::sync::OnceLock::new());
 
     // The writers: one extra patient session per chat, connected first.
-    let mut writers = Vec::with_capacity(pairs);
-    for (i, chat) in chats.iter().enumerate() {
-        let ws = target.connect(i + 1, i, &tokens[2 * i]).await?;
-        writers.push(Writer {
-            ws,
-            chat: *chat,
-            cmid: format!("{}-w{i}", opts.prefix),
-            k: 0,
-            last_seq: 0,
-        });
-    }
+    phases.start("connect writers");
+    let mut writers: Vec<Writer> = stream::iter(chats.iter().enumerate())
+        .map(|(i, chat)| {
+            let tokens = &tokens;
+            async move {
+                let ws = target.connect(i + 1, i, &tokens[2 * i]).await?;
+                Ok::<_, Error>(Writer {
+                    ws,
+                    index: i,
+                    chat: *chat,
+                    cmid: format!("{}-w{i}", opts.prefix),
+                    k: 0,
+                    last_seq: 0,
+                    ack_timeout: opts.ack_timeout,
+                })
+            }
+        })
+        .buffered(connect_limit)
+        .try_collect()
+        .await
+        .map_err(|e| phases.failed(e))?;
+    phases.end();
     // Baseline: one message per chat, so every client has something to sync from.
-    for (i, w) in writers.iter_mut().enumerate() {
-        let seq = w.send_acked().await?;
-        baseline[i].store(seq, Ordering::Relaxed);
+    phases.start("baseline messages");
+    send_all(&mut writers, 1, send_limit, |_, _| {})
+        .await
+        .map_err(|e| phases.failed(e))?;
+    for (i, w) in writers.iter().enumerate() {
+        baseline[i].store(w.last_seq, Ordering::Relaxed);
     }
+    phases.end();
 
-    let permits = Arc::new(Semaphore::new(opts.concurrency.max(1)));
+    phases.start("connect clients");
+    let permits = Arc::new(Semaphore::new(connect_limit));
     let mut clients = Vec::with_capacity(users.len());
     for (u, chat) in (0..users.len()).map(|u| (u, chats[u / 2])) {
         let c = ClientCtx {
@@ -158,42 +282,68 @@ pub async fn run(target: &Target, opts: &StormOptions, deadline: Instant) -> Res
     while !reached(&tally.connected) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    if tally.failed.load(Ordering::Relaxed) > 0 {
+    let failed = tally.failed.load(Ordering::Relaxed);
+    let connected = tally.connected.load(Ordering::Relaxed);
+    if failed > 0 || connected < n {
         let _ = phase_tx.send(Phase::Stop);
-        return Err(Error::new(format!(
-            "storm: {} clients could not connect: {:?}",
-            tally.failed.load(Ordering::Relaxed),
+        return Err(phases.failed(Error::new(format!(
+            "{connected} of {n} clients connected, {failed} could not: {:?}",
             errors.snapshot()
-        )));
+        ))));
     }
+    phases.end();
+    phases.start("drop clients");
     let _ = phase_tx.send(Phase::Drop);
     while !reached(&tally.dropped) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let gap = opts.gap_messages;
-    let sent = futures_util::future::join_all(writers.iter_mut().map(|w| async move {
-        for _ in 0..gap {
-            w.send_acked().await?;
-        }
-        Ok::<(), Error>(())
-    }))
-    .await;
-    sent.into_iter().collect::<Result<Vec<()>>>()?;
-    let _ = storm_start.set(Instant::now());
-    let _ = phase_tx.send(Phase::Reconnect);
-    let live = opts.live_messages;
-    let last_ref = &last;
-    let sent =
-        futures_util::future::join_all(writers.iter_mut().enumerate().map(|(i, w)| async move {
-            let mut seq = w.last_seq;
-            for _ in 0..live {
-                seq = w.send_acked().await?;
+    phases.end();
+    phases.start("gap messages");
+    let gap = send_all(&mut writers, opts.gap_messages, send_limit, |_, _| {}).await;
+    if let Err(e) = gap {
+        let _ = phase_tx.send(Phase::Stop);
+        return Err(phases.failed(e));
+    }
+    phases.end();
+
+    if opts.drain_backlog {
+        phases.start("wait for persister");
+        let until = Instant::now() + opts.timeout;
+        loop {
+            match target.unpersisted().await {
+                Ok(Some(0)) | Ok(None) => break,
+                Ok(Some(_)) if Instant::now() < until && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Ok(Some(left)) => {
+                    eprintln!("storm: {left} messages still unpersisted; reconnecting anyway");
+                    break;
+                }
+                Err(e) => {
+                    eprintln!("storm: could not read the backlog ({e}); reconnecting anyway");
+                    break;
+                }
             }
-            last_ref[i].store(seq, Ordering::Relaxed);
-            Ok::<(), Error>(())
-        }))
-        .await;
-    sent.into_iter().collect::<Result<Vec<()>>>()?;
+        }
+        phases.end();
+    }
+
+    let start = Instant::now();
+    let _ = storm_start.set(start);
+    let _ = phase_tx.send(Phase::Reconnect);
+    let last_ref = &last;
+    let live = send_all(&mut writers, opts.live_messages, send_limit, |i, seq| {
+        last_ref[i].send_replace(seq);
+    })
+    .await;
+    let live_acked = start.elapsed();
+    if let Err(e) = live {
+        let _ = phase_tx.send(Phase::Stop);
+        return Err(Error::new(format!(
+            "storm: live messages failed {:.0} ms after the reconnect started: {e}",
+            ms(live_acked)
+        )));
+    }
     let until = (Instant::now() + opts.timeout).min(deadline);
     let mut resync = Latency::new();
     let mut all_done = true;
@@ -217,11 +367,16 @@ pub async fn run(target: &Target, opts: &StormOptions, deadline: Instant) -> Res
         Ok(v) => v.clone(),
         Err(p) => p.into_inner().clone(),
     };
+    let reconnected = tally.reconnected.load(Ordering::Relaxed);
     Ok(StormReport {
         clients: n,
         chats: pairs,
-        reconnected: tally.reconnected.load(Ordering::Relaxed),
+        phases: phases.done,
+        reconnected,
         resynced: tally.resynced.load(Ordering::Relaxed),
+        time_to_all_reconnected_ms: (reconnected as usize == n)
+            .then(|| tally.last_hello_us.load(Ordering::Relaxed) as f64 / 1000.0),
+        time_to_live_acked_ms: ms(live_acked),
         time_to_all_resynced_ms: (all_done && resync.count as usize == n).then_some(resync.max_ms),
         resync_latency: resync,
         expected: tally.expected.load(Ordering::Relaxed),
@@ -235,13 +390,39 @@ pub async fn run(target: &Target, opts: &StormOptions, deadline: Instant) -> Res
     })
 }
 
+/// Has every writer send `count` messages (each waiting for its ack), at most
+/// `limit` writers at a time; `acked(writer index, last seq)` is called as each
+/// writer finishes (also when `count` is 0, with the seq it had).
+async fn send_all(
+    writers: &mut [Writer],
+    count: u32,
+    limit: usize,
+    acked: impl Fn(usize, u64),
+) -> Result<()> {
+    let acked = &acked;
+    stream::iter(writers.iter_mut())
+        .map(|w| async move {
+            for _ in 0..count {
+                w.send_acked().await?;
+            }
+            acked(w.index, w.last_seq);
+            Ok::<(), Error>(())
+        })
+        .buffer_unordered(limit)
+        .try_collect::<Vec<()>>()
+        .await
+        .map(drop)
+}
+
 /// The extra session that writes into a chat (closed-loop: waits for each ack).
 struct Writer {
     ws: Ws,
+    index: usize,
     chat: ChatId,
     cmid: String,
     k: u32,
     last_seq: u64,
+    ack_timeout: Duration,
 }
 
 impl Writer {
@@ -257,14 +438,15 @@ impl Writer {
         self.ws
             .send(client::text(&frame))
             .await
-            .map_err(|e| Error::new(format!("storm writer: {e}")))?;
+            .map_err(|e| Error::new(format!("storm writer {}: {e}", self.index)))?;
+        let index = self.index;
         let wait = async {
             loop {
                 match client::next_frame(&mut self.ws).await? {
                     Some(ServerFrame::Ack { message, .. }) => return Ok(message.seq),
                     Some(ServerFrame::Error { code, message, .. }) => {
                         return Err(Error::new(format!(
-                            "storm writer: send refused: {}: {message}",
+                            "storm writer {index}: send refused: {}: {message}",
                             code.as_str()
                         )))
                     }
@@ -272,9 +454,16 @@ impl Writer {
                 }
             }
         };
-        let seq = tokio::time::timeout(Duration::from_secs(10), wait)
+        let seq = tokio::time::timeout(self.ack_timeout, wait)
             .await
-            .map_err(|_| Error::new("storm writer: no ack within 10 s"))??;
+            .map_err(|_| {
+                Error::new(format!(
+                    "storm writer {index}: no ack within {:.1} s (message {} of chat {}; raise --ack-timeout or lower --send-concurrency)",
+                    self.ack_timeout.as_secs_f64(),
+                    self.k,
+                    self.chat
+                ))
+            })??;
         self.last_seq = seq;
         Ok(seq)
     }
@@ -285,13 +474,113 @@ async fn reach(rx: &mut watch::Receiver<Phase>, phase: Phase) {
     let _ = rx.wait_for(|p| *p >= phase).await;
 }
 
+/// What one client received after reconnecting: the basis of the miss,
+/// duplicate and order accounting, kept apart from the networking so the
+/// rules can be tested.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The `seq` the client had seen before dropping (and synced from).
+    seen: u64,
+    /// How often each `seq` above `seen` arrived.
+    counts: HashMap<u64, u32>,
+    /// Arrivals of `seq`s the client had already seen before dropping.
+    stale: u64,
+    /// Arrivals after a higher `seq`.
+    out_of_order: u64,
+    /// Highest `seq` received (or `seen`).
+    max_seen: u64,
+    /// The first 64 arrivals, in order (for the report of a miss).
+    arrivals: Vec<u64>,
+}
+
+/// The accounting of one client against the chat's last `seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accounting {
+    /// `seq`s the client should have received: `seen + 1 ..= last`.
+    pub expected: u64,
+    /// Distinct expected `seq`s that arrived.
+    pub received: u64,
+    /// Expected `seq`s that never arrived.
+    pub missed: u64,
+    /// Extra arrivals: repeats, and `seq`s already seen before dropping.
+    pub duplicates: u64,
+    /// Arrivals after a higher `seq` (informational).
+    pub out_of_order: u64,
+    /// The first 16 missing `seq`s.
+    pub absent: Vec<u64>,
+}
+
+impl Received {
+    /// A client that had seen everything up to `seen`.
+    pub fn new(seen: u64) -> Self {
+        Self {
+            seen,
+            counts: HashMap::new(),
+            stale: 0,
+            out_of_order: 0,
+            max_seen: seen,
+            arrivals: Vec::new(),
+        }
+    }
+
+    /// One `message` of the client's chat arrived.
+    pub fn record(&mut self, seq: u64) {
+        if seq <= self.seen {
+            self.stale += 1;
+            return;
+        }
+        if seq < self.max_seen {
+            self.out_of_order += 1;
+        }
+        self.max_seen = self.max_seen.max(seq);
+        *self.counts.entry(seq).or_insert(0) += 1;
+        if self.arrivals.len() < 64 {
+            self.arrivals.push(seq);
+        }
+    }
+
+    /// The highest `seq` received so far (or the one seen before dropping).
+    pub fn max_seen(&self) -> u64 {
+        self.max_seen
+    }
+
+    /// The arrivals so far, in order (at most the first 64).
+    pub fn arrivals(&self) -> &[u64] {
+        &self.arrivals
+    }
+
+    /// Accounts against `last`, the chat's last acked `seq` (anything received
+    /// above it counts as expected too: it exists).
+    pub fn account(&self, last: u64) -> Accounting {
+        let last = last.max(self.max_seen);
+        let expected = last.saturating_sub(self.seen);
+        let received = self.counts.len() as u64;
+        let repeats: u64 = self
+            .counts
+            .values()
+            .map(|&c| u64::from(c.saturating_sub(1)))
+            .sum();
+        Accounting {
+            expected,
+            received,
+            missed: expected.saturating_sub(received),
+            duplicates: repeats + self.stale,
+            out_of_order: self.out_of_order,
+            absent: (self.seen + 1..=last)
+                .filter(|q| !self.counts.contains_key(q))
+                .take(16)
+                .collect(),
+        }
+    }
+}
+
 struct ClientCtx {
     target: Target,
     u: usize,
     chat: ChatId,
     tokens: Arc<Vec<String>>,
     baseline: Arc<Vec<AtomicU64>>,
-    last: Arc<Vec<AtomicU64>>,
+    last: Arc<Vec<watch::Sender<u64>>>,
     tally: Arc<Tally>,
     errors: Arc<Errors>,
     permits: Arc<Semaphore>,
@@ -341,6 +630,10 @@ impl ClientCtx {
             Err(e) => return self.fail(e),
         };
         self.tally.reconnected.fetch_add(1, Ordering::Relaxed);
+        let hello_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.tally
+            .last_hello_us
+            .fetch_max(hello_us, Ordering::Relaxed);
         let seen = self.baseline[pair].load(Ordering::Relaxed);
         let sync = serde_json::json!({
             "type": "sync",
@@ -350,39 +643,31 @@ impl ClientCtx {
         if let Err(e) = ws.send(client::text(&sync)).await {
             return self.fail(Error::new(format!("sync: {e}")));
         }
-        let mut got: HashMap<u64, u32> = HashMap::new();
-        let mut arrivals: Vec<u64> = Vec::new();
-        let mut max_seen = seen;
+        let mut last_rx = self.last[pair].subscribe();
+        let mut got = Received::new(seen);
         let mut synced = false;
         let mut done_at = None;
         loop {
-            let target_seq = self.last[pair].load(Ordering::Relaxed);
-            if synced && target_seq > 0 && max_seen >= target_seq {
+            // 0 until the writer's live messages are all acked.
+            let target_seq = *last_rx.borrow_and_update();
+            if synced && target_seq > 0 && got.max_seen() >= target_seq {
                 done_at = Some(start.elapsed());
                 break;
             }
             let frame = tokio::select! {
                 _ = reach(&mut self.phase, Phase::Stop) => break,
-                // Poll again soon: the writer's last seq may not be known yet.
-                _ = tokio::time::sleep(Duration::from_millis(50)) => continue,
+                // The writer's last seq became known: check again.
+                changed = last_rx.changed(), if target_seq == 0 => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    continue;
+                }
                 f = client::next_frame(&mut ws) => f,
             };
             match frame {
                 Ok(Some(ServerFrame::Message { message })) if message.chat_id == self.chat => {
-                    let seq = message.seq;
-                    if seq <= seen {
-                        // Already seen before dropping: a duplicate.
-                        self.tally.duplicates.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    if seq < max_seen {
-                        self.tally.out_of_order.fetch_add(1, Ordering::Relaxed);
-                    }
-                    max_seen = max_seen.max(seq);
-                    *got.entry(seq).or_insert(0) += 1;
-                    if arrivals.len() < 64 {
-                        arrivals.push(seq);
-                    }
+                    got.record(message.seq);
                 }
                 Ok(Some(ServerFrame::Synced { .. })) => synced = true,
                 Ok(Some(ServerFrame::Error { code, .. })) => {
@@ -395,32 +680,37 @@ impl ClientCtx {
                 }
             }
         }
-        // Account for what should have arrived.
-        let final_seq = self.last[pair].load(Ordering::Relaxed).max(max_seen);
-        let expected = final_seq.saturating_sub(seen);
-        let received = got.len() as u64;
-        let dups: u64 = got.values().map(|&c| u64::from(c.saturating_sub(1))).sum();
-        self.tally.expected.fetch_add(expected, Ordering::Relaxed);
-        self.tally.received.fetch_add(received, Ordering::Relaxed);
-        let missed = expected.saturating_sub(received);
-        self.tally.missed.fetch_add(missed, Ordering::Relaxed);
-        if missed > 0 {
-            let absent: Vec<u64> = (seen + 1..=final_seq)
-                .filter(|q| !got.contains_key(q))
-                .take(16)
-                .collect();
+        // Account for what should have arrived (a client that gave up early
+        // counts what it never got as missed).
+        let acc = got.account(*self.last[pair].borrow());
+        self.tally
+            .expected
+            .fetch_add(acc.expected, Ordering::Relaxed);
+        self.tally
+            .received
+            .fetch_add(acc.received, Ordering::Relaxed);
+        self.tally.missed.fetch_add(acc.missed, Ordering::Relaxed);
+        self.tally
+            .duplicates
+            .fetch_add(acc.duplicates, Ordering::Relaxed);
+        self.tally
+            .out_of_order
+            .fetch_add(acc.out_of_order, Ordering::Relaxed);
+        if acc.missed > 0 {
             let mut ex = match self.tally.examples.lock() {
                 Ok(v) => v,
                 Err(p) => p.into_inner(),
             };
             if ex.len() < 10 {
                 ex.push(format!(
-                    "client {} chat {}: had seen {seen}, received {arrivals:?}, never got {absent:?}",
-                    self.u, self.chat
+                    "client {} chat {}: had seen {seen}, received {:?}, never got {:?}",
+                    self.u,
+                    self.chat,
+                    got.arrivals(),
+                    acc.absent
                 ));
             }
         }
-        self.tally.duplicates.fetch_add(dups, Ordering::Relaxed);
         let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
         if done_at.is_some() {
             self.tally.resynced.fetch_add(1, Ordering::Relaxed);
@@ -432,5 +722,84 @@ impl ClientCtx {
         self.tally.failed.fetch_add(1, Ordering::Relaxed);
         self.errors.add(e.to_string());
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn everything_once_is_no_miss_and_no_duplicate() {
+        let mut r = Received::new(1);
+        for seq in [2, 3, 4] {
+            r.record(seq);
+        }
+        let a = r.account(4);
+        assert_eq!(a.expected, 3);
+        assert_eq!(a.received, 3);
+        assert_eq!(a.missed, 0);
+        assert_eq!(a.duplicates, 0);
+        assert_eq!(a.out_of_order, 0);
+        assert!(a.absent.is_empty());
+    }
+
+    #[test]
+    fn a_seq_that_never_came_is_a_miss_and_named() {
+        let mut r = Received::new(1);
+        for seq in [2, 4] {
+            r.record(seq);
+        }
+        let a = r.account(4);
+        assert_eq!(a.expected, 3);
+        assert_eq!(a.received, 2);
+        assert_eq!(a.missed, 1);
+        assert_eq!(a.absent, vec![3]);
+    }
+
+    #[test]
+    fn nothing_received_misses_everything_up_to_the_last_ack() {
+        // A client that gave up (timeout, disconnect) still owes every seq.
+        let a = Received::new(5).account(9);
+        assert_eq!(a.expected, 4);
+        assert_eq!(a.missed, 4);
+        assert_eq!(a.absent, vec![6, 7, 8, 9]);
+    }
+
+    #[test]
+    fn repeats_and_already_seen_seqs_are_duplicates_not_receipts() {
+        let mut r = Received::new(2);
+        for seq in [2, 3, 3, 4, 1] {
+            r.record(seq);
+        }
+        let a = r.account(4);
+        assert_eq!(a.received, 2);
+        assert_eq!(a.missed, 0);
+        // one repeat of 3, plus 2 and 1 seen before dropping
+        assert_eq!(a.duplicates, 3);
+    }
+
+    #[test]
+    fn a_live_message_before_the_replay_is_out_of_order_but_not_missed() {
+        let mut r = Received::new(1);
+        for seq in [4, 2, 3] {
+            r.record(seq);
+        }
+        let a = r.account(4);
+        assert_eq!(a.out_of_order, 2);
+        assert_eq!(a.missed, 0);
+        assert_eq!(r.arrivals(), &[4, 2, 3]);
+    }
+
+    #[test]
+    fn a_seq_above_the_known_last_one_still_counts_as_expected() {
+        // The writer's last ack is not known yet (0) but 3 arrived: 2 and 3
+        // exist, so 2 is owed.
+        let mut r = Received::new(1);
+        r.record(3);
+        let a = r.account(0);
+        assert_eq!(a.expected, 2);
+        assert_eq!(a.missed, 1);
+        assert_eq!(a.absent, vec![2]);
     }
 }

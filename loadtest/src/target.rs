@@ -173,6 +173,41 @@ impl Target {
         .await
     }
 
+    /// Messages the gateways accepted but their in-process persister has not
+    /// written yet (standalone mode: the embedded log's backlog, which every
+    /// `sync` scans), summed over the nodes from their `/metrics`; `None` when
+    /// a node runs no in-process persister (cluster mode), so there is nothing
+    /// to wait for.
+    pub async fn unpersisted(&self) -> Result<Option<u64>> {
+        let mut total = 0u64;
+        for gw in &self.gateways {
+            let url = format!("http://{gw}/metrics");
+            let text = self
+                .http
+                .get(&url)
+                .send()
+                .await
+                .context("GET /metrics")?
+                .text()
+                .await
+                .context("GET /metrics body")?;
+            let value = |name: &str| {
+                text.lines().find_map(|l| {
+                    let (k, v) = l.split_once(' ')?;
+                    (k == name).then(|| v.trim().parse::<f64>().ok()).flatten()
+                })
+            };
+            let (Some(accepted), Some(written)) = (
+                value("chat_messages_accepted_total"),
+                value("chat_persister_messages_written_total"),
+            ) else {
+                return Ok(None);
+            };
+            total += (accepted - written).max(0.0) as u64;
+        }
+        Ok(Some(total))
+    }
+
     /// Opens a WebSocket session on node `node % nodes` from the source address
     /// picked by `conn_index`, and waits for its `hello`.
     pub async fn connect(&self, node: usize, conn_index: usize, token: &str) -> Result<Ws> {
