@@ -26,6 +26,11 @@ use tokio::sync::Notify;
 const SEQ: TableDefinition<&str, u64> = TableDefinition::new("broker_seq");
 /// log position → event (JSON). Entries are deleted once persisted.
 const LOG: TableDefinition<u64, &str> = TableDefinition::new("broker_log");
+/// (chat id, `seq`) → log position of each message still in the log, so that
+/// reading one chat's recent messages costs what that chat holds, not the
+/// whole backlog (a mass reconnect is thousands of such reads). Written and
+/// deleted in the same transactions as the log rows.
+const LOG_BY_CHAT: TableDefinition<(&str, u64), u64> = TableDefinition::new("broker_log_by_chat");
 /// "next" → next log position (survives the log being emptied).
 const LOG_NEXT: TableDefinition<&str, u64> = TableDefinition::new("broker_log_next");
 /// (chat id, client_msg_id) → the original message (JSON), for idempotent re-sends.
@@ -114,6 +119,7 @@ impl LocalBroker {
         tx.open_table(LOG_NEXT).map_err(db_err)?;
         tx.open_table(CLIENT_MSGS).map_err(db_err)?;
         tx.open_table(DEAD).map_err(db_err)?;
+        index_log_if_unindexed(&tx)?;
         tx.commit().map_err(db_err)?;
         Ok(Self {
             db,
@@ -146,7 +152,7 @@ impl LocalBroker {
         .map_err(|e| db_err(format!("blocking task failed: {e}")))?
     }
 
-    /// Appends one event to the log inside `tx`.
+    /// Appends one event to the log inside `tx` (and indexes a message).
     fn log(tx: &redb::WriteTransaction, event: &LogEvent) -> Result<(), BrokerError> {
         let mut next = tx.open_table(LOG_NEXT).map_err(db_err)?;
         let pos = next.get("next").map_err(db_err)?.map_or(1, |g| g.value());
@@ -157,6 +163,13 @@ impl LocalBroker {
             .map_err(db_err)?
             .insert(pos, json.as_str())
             .map_err(db_err)?;
+        if let LogEvent::Message { m, .. } = event {
+            let chat = m.chat_id.to_string();
+            tx.open_table(LOG_BY_CHAT)
+                .map_err(db_err)?
+                .insert((chat.as_str(), m.seq), pos)
+                .map_err(db_err)?;
+        }
         Ok(())
     }
 
@@ -171,6 +184,47 @@ impl LocalBroker {
         let current = seqs.get(id.as_str()).map_err(db_err)?.map(|g| g.value());
         current.or(floor).ok_or(BrokerError::SeqUnknown(chat))
     }
+}
+
+/// Removes the log row at `pos` (and its index entry) inside `tx`; returns the
+/// row.
+fn unlog(tx: &redb::WriteTransaction, pos: u64) -> Result<Option<String>, BrokerError> {
+    let row = tx
+        .open_table(LOG)
+        .map_err(db_err)?
+        .remove(pos)
+        .map_err(db_err)?
+        .map(|g| g.value().to_owned());
+    if let Some(Ok(LogEvent::Message { m, .. })) =
+        row.as_deref().map(serde_json::from_str::<LogEvent>)
+    {
+        let chat = m.chat_id.to_string();
+        tx.open_table(LOG_BY_CHAT)
+            .map_err(db_err)?
+            .remove((chat.as_str(), m.seq))
+            .map_err(db_err)?;
+    }
+    Ok(row)
+}
+
+/// Builds the by-chat index of a log written before the index existed (a data
+/// directory from an older version), once, when the broker opens.
+fn index_log_if_unindexed(tx: &redb::WriteTransaction) -> Result<(), BrokerError> {
+    let mut index = tx.open_table(LOG_BY_CHAT).map_err(db_err)?;
+    if !index.is_empty().map_err(db_err)? {
+        return Ok(());
+    }
+    let log = tx.open_table(LOG).map_err(db_err)?;
+    for row in log.iter().map_err(db_err)? {
+        let (pos, json) = row.map_err(db_err)?;
+        if let Ok(LogEvent::Message { m, .. }) = serde_json::from_str::<LogEvent>(json.value()) {
+            let chat = m.chat_id.to_string();
+            index
+                .insert((chat.as_str(), m.seq), pos.value())
+                .map_err(db_err)?;
+        }
+    }
+    Ok(())
 }
 
 /// The broker handle used by the gateway (an `Arc`, because appends run on the
@@ -303,31 +357,47 @@ impl Broker for Local {
         chat_id: ChatId,
         window: SeqWindow,
     ) -> Result<Vec<Message>, BrokerError> {
-        // The log holds exactly the events not yet persisted: few, and the only
-        // messages the store may not have yet.
+        // The log holds exactly the events not yet persisted, the only
+        // messages the store may not have yet; the index finds this chat's.
         let db = self.0.db.clone();
         tokio::task::spawn_blocking(move || {
             let tx = db.begin_read().map_err(db_err)?;
+            let index = tx.open_table(LOG_BY_CHAT).map_err(db_err)?;
             let log = tx.open_table(LOG).map_err(db_err)?;
-            let mut found = Vec::new();
-            for row in log.iter().map_err(db_err)? {
-                let (_, v) = row.map_err(db_err)?;
-                if let Ok(LogEvent::Message { m, .. }) = serde_json::from_str::<LogEvent>(v.value())
-                {
-                    let in_window = m.chat_id == chat_id
-                        && window.after.is_none_or(|a| m.seq > a)
-                        && window.before.is_none_or(|b| m.seq < b);
-                    if in_window {
-                        found.push(m);
-                    }
-                }
-            }
-            found.sort_by_key(|m| m.seq);
-            if window.after.is_some() {
-                found.truncate(window.limit);
+            let chat = chat_id.to_string();
+            let lo = window.after.map_or(0, |a| a.saturating_add(1));
+            let hi = window.before.unwrap_or(u64::MAX);
+            let range = index
+                .range((chat.as_str(), lo)..(chat.as_str(), hi))
+                .map_err(db_err)?;
+            // The first `limit` after a cursor, else the latest `limit`.
+            let positions: Vec<u64> = if window.after.is_some() {
+                range
+                    .take(window.limit)
+                    .map(|r| r.map(|(_, pos)| pos.value()))
+                    .collect::<Result<_, _>>()
             } else {
-                let skip = found.len().saturating_sub(window.limit);
-                found.drain(..skip);
+                let mut latest = range
+                    .rev()
+                    .take(window.limit)
+                    .map(|r| r.map(|(_, pos)| pos.value()))
+                    .collect::<Result<Vec<_>, _>>();
+                if let Ok(latest) = latest.as_mut() {
+                    latest.reverse();
+                }
+                latest
+            }
+            .map_err(db_err)?;
+            let mut found = Vec::with_capacity(positions.len());
+            for pos in positions {
+                let Some(row) = log.get(pos).map_err(db_err)? else {
+                    continue;
+                };
+                if let Ok(LogEvent::Message { m, .. }) =
+                    serde_json::from_str::<LogEvent>(row.value())
+                {
+                    found.push(m);
+                }
             }
             Ok(found)
         })
@@ -398,11 +468,8 @@ impl EventLog for Local {
         let db = self.0.db.clone();
         tokio::task::spawn_blocking(move || {
             let tx = db.begin_write().map_err(db_err)?;
-            {
-                let mut log = tx.open_table(LOG).map_err(db_err)?;
-                for p in positions {
-                    log.remove(p).map_err(db_err)?;
-                }
+            for p in positions {
+                unlog(&tx, p)?;
             }
             tx.commit().map_err(db_err)
         })
@@ -433,11 +500,7 @@ impl EventLog for Local {
         tokio::task::spawn_blocking(move || {
             let tx = db.begin_write().map_err(db_err)?;
             {
-                let mut log = tx.open_table(LOG).map_err(db_err)?;
-                let original = log
-                    .remove(pos)
-                    .map_err(db_err)?
-                    .map(|g| g.value().to_owned());
+                let original = unlog(&tx, pos)?;
                 let record =
                     serde_json::json!({ "entry": pos, "reason": reason, "event": original });
                 tx.open_table(DEAD)
@@ -654,5 +717,118 @@ mod tests {
                 up_to_seq: 3,
             })
         );
+    }
+
+    async fn append(local: &Local, chat: ChatId, key: &str) -> u64 {
+        let participants = Participants {
+            patient: user("pat"),
+            doctor: user("doc"),
+        };
+        match local
+            .append_message(
+                &draft(chat, key),
+                &participants,
+                SessionId::generate(),
+                Some(0),
+            )
+            .await
+            .unwrap()
+        {
+            Appended::New(m) => m.seq,
+            Appended::Duplicate(m) => panic!("{key} was new, got duplicate {}", m.seq),
+        }
+    }
+
+    async fn seqs(
+        local: &Local,
+        chat: ChatId,
+        after: Option<u64>,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Vec<u64> {
+        local
+            .recent(
+                chat,
+                SeqWindow {
+                    after,
+                    before,
+                    limit,
+                },
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| {
+                assert_eq!(m.chat_id, chat);
+                m.seq
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn recent_reads_one_chats_unpersisted_messages_by_window_and_forgets_acked_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let local = broker(&dir);
+        let (a, b) = (ChatId::generate(), ChatId::generate());
+        for i in 1..=5 {
+            append(&local, a, &format!("a{i}")).await;
+            if i <= 3 {
+                append(&local, b, &format!("b{i}")).await;
+            }
+        }
+        assert_eq!(
+            seqs(&local, a, None, None, 3).await,
+            [3, 4, 5],
+            "the latest 3"
+        );
+        assert_eq!(
+            seqs(&local, a, Some(1), None, 2).await,
+            [2, 3],
+            "2 after seq 1"
+        );
+        assert_eq!(
+            seqs(&local, a, None, Some(3), 10).await,
+            [1, 2],
+            "before seq 3"
+        );
+        assert_eq!(seqs(&local, b, None, None, 10).await, [1, 2, 3]);
+
+        // The persister takes the first five log entries (a1 b1 a2 b2 a3) and
+        // acknowledges them: they leave the log and the index.
+        let taken = local
+            .read_batch(5, Duration::from_millis(10))
+            .await
+            .unwrap();
+        let ids: Vec<String> = taken.iter().map(|e| e.id.clone()).collect();
+        local.ack(&ids).await.unwrap();
+        assert_eq!(seqs(&local, a, None, None, 10).await, [4, 5]);
+        assert_eq!(seqs(&local, b, None, None, 10).await, [3]);
+
+        // A dead-lettered message (the next entry, b3) leaves them too.
+        let rest = local
+            .read_batch(10, Duration::from_millis(10))
+            .await
+            .unwrap();
+        local.dead_letter(&rest[0].id, "test").await.unwrap();
+        assert_eq!(seqs(&local, a, None, None, 10).await, [4, 5]);
+        assert!(seqs(&local, b, None, None, 10).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_log_without_its_index_is_indexed_when_the_broker_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let chat = ChatId::generate();
+        {
+            let local = broker(&dir);
+            for i in 1..=3 {
+                append(&local, chat, &format!("m{i}")).await;
+            }
+            // As a data directory written before the index existed.
+            let tx = local.0.db.begin_write().unwrap();
+            tx.delete_table(LOG_BY_CHAT).unwrap();
+            tx.commit().unwrap();
+        }
+        let reopened = broker(&dir);
+        assert_eq!(seqs(&reopened, chat, None, None, 10).await, [1, 2, 3]);
     }
 }
