@@ -132,12 +132,14 @@ where
         // Error bodies are built whole; an empty one still carries the status.
         Err(_) => bytes::Bytes::new(),
     };
+    // Head and body are buffered, then written together: one write.
     let send = async {
         framed
-            .send((head, BodySize::Sized(body.len() as u64)).into())
+            .feed((head, BodySize::Sized(body.len() as u64)).into())
             .await?;
-        framed.send(h1::Message::Chunk(Some(body))).await?;
-        framed.send(h1::Message::Chunk(None)).await
+        framed.feed(h1::Message::Chunk(Some(body))).await?;
+        framed.feed(h1::Message::Chunk(None)).await?;
+        framed.flush().await
     };
     match tokio::time::timeout(RESPONSE_TIMEOUT, send).await {
         Ok(Ok(())) => {}

@@ -9,7 +9,6 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::Role as WsRole;
@@ -19,40 +18,36 @@ use tokio_tungstenite::WebSocketStream;
 #[tokio::test]
 async fn an_upgrade_to_any_other_path_is_refused_with_404_and_a_json_error() {
     let cluster = Cluster::start_with(1, false).await;
-    let mut req = cluster
-        .url(0, "/api/chats")
-        .replace("http://", "ws://")
-        .into_client_request()
-        .unwrap();
     let token = cluster.token("pat-path", Role::Patient);
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (status, body) = refusal(req).await;
+    let (status, body) = refusal(&cluster, "/api/chats", Some(&token)).await;
     assert_eq!(status, 404);
     assert_eq!(body["error"]["code"], "not_found");
 }
 
-/// The HTTP status and JSON body of an upgrade the server refuses.
-async fn refusal(req: tokio_tungstenite::tungstenite::handshake::client::Request) -> (u16, Value) {
-    match tokio_tungstenite::connect_async(req).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-            let body = serde_json::from_slice(resp.body().as_deref().unwrap_or_default())
-                .expect("a JSON error body");
-            (resp.status().as_u16(), body)
-        }
-        other => panic!("expected a refusal, got {other:?}"),
+/// The HTTP status and JSON body of an upgrade the server refuses. Sent with
+/// reqwest (a WebSocket client's handshake reads only the head), headers as a
+/// browser's upgrade request.
+async fn refusal(cluster: &Cluster, path: &str, token: Option<&str>) -> (u16, Value) {
+    let mut req = cluster
+        .http
+        .get(cluster.url(0, path))
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("sec-websocket-version", "13");
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
     }
+    let resp = req.send().await.expect("an HTTP answer");
+    let status = resp.status().as_u16();
+    let body = resp.json().await.expect("a JSON error body");
+    (status, body)
 }
 
 #[tokio::test]
 async fn a_refused_upgrade_carries_the_contract_error_body() {
     let cluster = Cluster::start_with(1, false).await;
-    let req = cluster
-        .url(0, "/ws?access_token=not-a-token")
-        .replace("http://", "ws://")
-        .into_client_request()
-        .unwrap();
-    let (status, body) = refusal(req).await;
+    let (status, body) = refusal(&cluster, "/ws?access_token=not-a-token", None).await;
     assert_eq!(status, 401);
     assert_eq!(body["error"]["code"], "unauthorized");
 }
