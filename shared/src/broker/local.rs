@@ -371,23 +371,15 @@ impl Broker for Local {
                 .range((chat.as_str(), lo)..(chat.as_str(), hi))
                 .map_err(db_err)?;
             // The first `limit` after a cursor, else the latest `limit`.
-            let positions: Vec<u64> = if window.after.is_some() {
-                range
-                    .take(window.limit)
-                    .map(|r| r.map(|(_, pos)| pos.value()))
-                    .collect::<Result<_, _>>()
-            } else {
-                let mut latest = range
-                    .rev()
-                    .take(window.limit)
-                    .map(|r| r.map(|(_, pos)| pos.value()))
-                    .collect::<Result<Vec<_>, _>>();
-                if let Ok(latest) = latest.as_mut() {
-                    latest.reverse();
-                }
-                latest
+            let rows = match window.after {
+                Some(_) => range.take(window.limit).collect::<Result<Vec<_>, _>>(),
+                None => range.rev().take(window.limit).collect(),
             }
             .map_err(db_err)?;
+            let mut positions: Vec<u64> = rows.into_iter().map(|(_, pos)| pos.value()).collect();
+            if window.after.is_none() {
+                positions.reverse();
+            }
             let mut found = Vec::with_capacity(positions.len());
             for pos in positions {
                 let Some(row) = log.get(pos).map_err(db_err)? else {
